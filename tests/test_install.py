@@ -1,0 +1,21 @@
+"""The distributed stack itself: the patched Horovod build, and real collectives under horovodrun."""
+import os
+import re
+import subprocess
+import sys
+
+from conftest import HOROVODRUN, horovodrun
+
+
+def test_check_build_lists_pytorch_mpi_gloo():
+    out = subprocess.run([HOROVODRUN, "--check-build"], capture_output=True, text=True, timeout=120).stdout
+    for name in ("PyTorch", "MPI", "Gloo"):
+        assert re.search(rf"\[X\] {name}", out), out
+
+
+def test_allreduce_and_broadcast_under_horovodrun(controller):
+    script = os.path.join(os.path.dirname(__file__), "dist_smoke.py")
+    proc = horovodrun(2, controller, [sys.executable, script], timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = sorted(re.findall(r"SMOKE rank=(\d) size=2 sum=3 avg=0.5 bcast=101 controller=(\w+)", proc.stdout))
+    assert lines == [("0", controller), ("1", controller)], proc.stdout

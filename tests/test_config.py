@@ -8,8 +8,8 @@ from hvd_mlp.config import Config, UserError, parse_args
 
 
 def test_defaults_and_flags():
-    cfg = parse_args(["--epochs", "3", "--hidden", "64,32", "--fp16-allreduce", "--timeline"])
-    assert (cfg.epochs, cfg.hidden, cfg.fp16_allreduce, cfg.timeline) == (3, (64, 32), True, "window")
+    cfg = parse_args(["--epochs", "3", "--hidden", "64,32", "--fp16-allreduce", "--timeline-mode"])
+    assert (cfg.epochs, cfg.hidden, cfg.fp16_allreduce, cfg.timeline_mode) == (3, (64, 32), True, "window")
     assert cfg.batch_size == Config().batch_size
 
 

@@ -50,7 +50,7 @@ class IntervalUnion:
             for start, end in keep[:-1]:
                 self._fold(start, end)
             keep = keep[-1:]
-        self.pending = keep
+        self.pending[:] = keep  # in place: callers may hold this list to append to it
 
     def close(self):
         """(total length, [length inside each window])."""

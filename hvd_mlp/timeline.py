@@ -25,6 +25,7 @@ OPS = {"ALLREDUCE", "ALLGATHER", "BROADCAST", "ALLTOALL", "REDUCESCATTER", "BARR
 DTYPE_BYTES = {"uint8": 1, "int8": 1, "bool": 1, "uint16": 2, "int16": 2, "float16": 2, "bfloat16": 2,
                "int32": 4, "float32": 4, "int64": 8, "float64": 8}
 CHUNK = 1 << 22  # 4 MiB of text per read
+FLUSH_EVERY = 50_000  # spans between folds of the interval unions
 MAX_PENDING = 1 << 26  # an "event" longer than 64 MiB means this is not a timeline
 
 
@@ -190,7 +191,7 @@ class Analysis:
         for pending in pendings:
             pending.append((start, end))
         self.spans += 1
-        if self.spans % 50_000 == 0:  # keep memory bounded: fold what no later span can overlap
+        if self.spans % FLUSH_EVERY == 0:  # keep memory bounded: fold what no later span can overlap
             oldest = min((s[0][1] for s in self.stacks.values() if s), default=end)
             for union in self.unions.values():
                 union.flush(min(oldest, end))

@@ -132,12 +132,14 @@ def test_repair_writes_valid_json(tmp_path):
 def test_large_file_streams_in_chunks(tmp_path, monkeypatch):
     """A file many chunks long gives the same figures as the sum of its steps (chunk boundaries are safe)."""
     monkeypatch.setattr(timeline, "CHUNK", 4096)
+    monkeypatch.setattr(timeline, "FLUSH_EVERY", 1000)  # many folds of the unions, as in a GB file
     path = tmp_path / "big.json"
     steps = write_timeline(str(path), size_mb=2)
     report = timeline.summarize(str(path))
     assert report["warnings"] == []
     assert report["total"]["allreduce_ops"] == steps * 8
     assert report["total"]["collective_us"] == pytest.approx(steps * 1180)
+    assert report["total"]["op_us"] == pytest.approx(steps * 1405)
 
 
 # ------------------------------------------------------------------------------------- real horovodrun timelines

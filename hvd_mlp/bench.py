@@ -1,14 +1,24 @@
 """Benchmarks: commands that print numbers.
 
+    python -m hvd_mlp.bench scaling [--out docs/figures] [--steps 150]
+        the scaling sweep: np = 1, 2, 4 with MPI and with Gloo, fixed steps per epoch, timeline window on; raw MPI
+        allreduce (commbench) at each np; prints the table and writes the report's figures.
+
+    python -m hvd_mlp.bench recording [--np 2] [--controller mpi] [--epochs 3] [--repeats 3]
+        throughput of the same training with the timeline off, in window mode and in full mode, interleaved
+        so that machine noise hits all three alike; prints samples/s and each mode's cost.
     python -m hvd_mlp.bench timeline [--size-mb 1000] [--file PATH]
         writes a Horovod-format timeline of that size (8 fused gradient tensors per step, as hvd_mlp's MLP makes)
         and times `hvd_mlp.timeline summarize` on it in a child process: seconds, MB/s and peak RSS.
 """
 import argparse
+import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 # hvd_mlp's default MLP: 4 Linear layers, weight and bias each
@@ -89,14 +99,105 @@ def bench_timeline(args):
     print(f"summarize {size_mb:,.0f} MB: {elapsed:.1f} s, {size_mb / elapsed:,.0f} MB/s, peak RSS {peak_mb:,.0f} MB")
 
 
+def run_training(np_: int, controller: str, train_args: list, out_dir: str) -> dict:
+    """One hvd_mlp training under the real horovodrun; its results.json."""
+    bin_dir = os.path.dirname(sys.executable)
+    cmd = [os.path.join(bin_dir, "horovodrun"), "-np", str(np_), "-H", f"localhost:{np_}", f"--{controller}",
+           sys.executable, "-m", "hvd_mlp.train", *map(str, train_args), "--output-dir", out_dir]
+    env = {k: v for k, v in os.environ.items() if k != "HOROVOD_TIMELINE"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PATH": f"{bin_dir}:{env['PATH']}"})
+    if proc.returncode:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        sys.exit(f"hvd_mlp.bench: error: training failed ({' | '.join(tail)})")
+    with open(os.path.join(out_dir, "results.json")) as fh:
+        return json.load(fh)
+
+
+def bench_recording(args):
+    train_args = ["--dataset", "synthetic", "--synthetic-size", args.samples, "--epochs", args.epochs,
+                  "--batch-size", args.batch_size, "--log-every", 0, "--checkpoint-every", 0]
+    rates = {"off": [], "window": [], "full": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats):
+            for mode in rates:
+                res = run_training(args.np, args.controller, [*train_args, "--timeline-mode", mode],
+                                   os.path.join(tmp, f"{mode}-{rep}"))
+                rates[mode].append(res["summary"]["samples_per_s"])
+                print(f"  run {rep + 1}/{args.repeats} {mode:>6}: {rates[mode][-1]:,.0f} samples/s", flush=True)
+    base = statistics.median(rates["off"])
+    print(f"timeline recording, np={args.np} {args.controller}, batch {args.batch_size}/rank, "
+          f"median of {args.repeats} (epochs after the first):")
+    for mode, values in rates.items():
+        rate = statistics.median(values)
+        print(f"  {mode:>6}: {rate:>8,.0f} samples/s  cost {100 * (1 - rate / base):+5.1f}%")
+
+
+def raw_mpi_allreduce_us(np_: int, out_dir: str) -> float:
+    """commbench's median time for the MLP's gradient bytes at np ranks (np >= 2), in microseconds."""
+    from hvd_mlp.commbench import MODEL_FLOATS
+    bin_dir = os.path.dirname(sys.executable)
+    out = os.path.join(out_dir, f"commbench-np{np_}.json")
+    cmd = [os.path.join(bin_dir, "horovodrun"), "-np", str(np_), "-H", f"localhost:{np_}", "--mpi", sys.executable,
+           "-m", "hvd_mlp.commbench", "--sizes", str(MODEL_FLOATS * 4), "--repeats", "100", "--json", out]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"hvd_mlp.bench: error: commbench failed: {proc.stderr.strip()[-300:]}")
+    with open(out) as fh:
+        return json.load(fh)["rows"][0]["time_us"]
+
+
+def bench_scaling(args):
+    from hvd_mlp import report
+    sweep_dir = os.path.join(args.runs, time.strftime("scaling-%Y%m%d-%H%M%S"))
+    train_args = ["--dataset", "synthetic", "--synthetic-size", 60000, "--epochs", args.epochs, "--max-steps",
+                  args.steps, "--batch-size", args.batch_size, "--log-every", 0, "--checkpoint-every", 0,
+                  "--timeline-mode", "window", "--timeline-steps", min(40, args.steps - 10)]
+    run_dirs, raw = [], {}
+    for np_ in (1, 2, 4):
+        for controller in ("mpi", "gloo"):
+            run_dir = os.path.join(sweep_dir, f"np{np_}-{controller}")
+            res = run_training(np_, controller, train_args, run_dir)
+            run_dirs.append(run_dir)
+            print(f"  np={np_} {controller:>4}: {res['summary']['samples_per_s']:,.0f} samples/s", flush=True)
+        if np_ > 1:
+            raw[np_] = raw_mpi_allreduce_us(np_, sweep_dir)
+    runs = [report.load_run(d) for d in run_dirs]
+    rows = report.scaling_rows(runs)
+    print(f"scaling sweep, batch {args.batch_size}/rank, {args.steps} steps x {args.epochs} epochs, synthetic "
+          f"60,000 images (runs in {sweep_dir})")
+    print(f"{report.format_rows(rows).splitlines()[0]} {'allreduce/step':>15} {'raw MPI':>8} {'ratio':>6}")
+    for row, line in zip(rows, report.format_rows(rows).splitlines()[1:]):
+        res = next(r for r in runs if r["name"] == row["name"])
+        steady = [e for e in (res["epochs"][1:] or res["epochs"]) if "op_us" in e.get("comm", {})]
+        per_step = sum(e["comm"]["op_us"] for e in steady) / max(1, sum(e["steps"] for e in steady))
+        mpi = raw.get(row["np"])
+        print(f"{line} {per_step / 1e3:>12.2f} ms {mpi / 1e3 if mpi else float('nan'):>5.2f} ms "
+              f"{per_step / mpi if mpi else float('nan'):>5.1f}x")
+    for path in report.make_report(run_dirs, args.out):
+        print(f"wrote {path}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="hvd_mlp.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("timeline", help="time and peak memory of summarising a large timeline")
     t.add_argument("--size-mb", type=float, default=1000, help="timeline size (default: 1000)")
     t.add_argument("--file", default="/tmp/hvd_mlp-bench-timeline.json", help="where to write it (kept for reruns)")
+    r = sub.add_parser("recording", help="throughput cost of recording the timeline, per mode")
+    r.add_argument("--np", type=int, default=2, help="ranks (default: 2)")
+    r.add_argument("--controller", choices=("mpi", "gloo"), default="mpi", help="(default: mpi)")
+    r.add_argument("--epochs", type=int, default=3, help="epochs per run (default: 3)")
+    r.add_argument("--samples", type=int, default=60000, help="synthetic training images (default: 60000)")
+    r.add_argument("--batch-size", type=int, default=64, help="per rank (default: 64)")
+    r.add_argument("--repeats", type=int, default=3, help="runs per mode (default: 3)")
+    sc = sub.add_parser("scaling", help="np = 1, 2, 4 with MPI and Gloo: table and figures")
+    sc.add_argument("--steps", type=int, default=150, help="steps per epoch (default: 150)")
+    sc.add_argument("--epochs", type=int, default=3, help="epochs per run (default: 3)")
+    sc.add_argument("--batch-size", type=int, default=64, help="per rank (default: 64)")
+    sc.add_argument("--runs", default="runs", help="where the sweep's run directories go (default: runs)")
+    sc.add_argument("--out", default="docs/figures", help="where the figures go (default: docs/figures)")
     args = parser.parse_args(argv)
-    bench_timeline(args)
+    {"timeline": bench_timeline, "recording": bench_recording, "scaling": bench_scaling}[args.command](args)
 
 
 if __name__ == "__main__":

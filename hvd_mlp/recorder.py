@@ -71,10 +71,13 @@ class TimelineRecorder:
         window = record["timeline_window"]
         clip = [{"epoch": record["epoch"], "start_unix_us": window["start_unix_us"],
                  "end_unix_us": window["end_unix_us"]}]
-        try:
-            measured = timeline.summarize(window["file"], clip)["epochs"][0]
-        except timeline.TimelineError as e:  # e.g. an epoch too short to record any collective
-            return {"error": str(e)}
+        if hvd.size() == 1:  # HVD: one rank communicates nothing (Horovod records no collective at all)
+            measured = {"epoch": record["epoch"], **{k: 0 for k in sorted(timeline.SCALABLE_KEYS)}}
+        else:
+            try:
+                measured = timeline.summarize(window["file"], clip)["epochs"][0]
+            except timeline.TimelineError as e:  # e.g. an epoch too short to record any collective
+                return {"error": str(e)}
         scale = record["steps"] / max(1, window["steps"])
         comm = {k: (v * scale if k in timeline.SCALABLE_KEYS else v) for k, v in measured.items()}
         comm.update(epoch_time_s=record["epoch_time_s"], scaled_from_steps=window["steps"], scale=scale)

@@ -15,6 +15,9 @@ def atomic_file(path: str, mode: str = "wb"):
     """A file handle whose content replaces `path` only when the block completes without error."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any file the user writes
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh

@@ -157,7 +157,7 @@ def train(cfg):
         model.train()
         loss_sum = torch.zeros((), device=device)  # running sums stay tensors: no host sync per step
         correct = torch.zeros((), device=device, dtype=torch.long)
-        samples, comm_wait = 0, 0.0
+        samples, comm_wait, compute = 0, 0.0, 0.0
         recorder.begin_epoch(epoch, steps_per_epoch)
         epoch_start_us, t_start = now_us(), time.perf_counter()
         for step in range(steps_per_epoch):
@@ -167,6 +167,7 @@ def train(cfg):
             xb = shard_x[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             yb = shard_y[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             # forward/backward; backward hooks start each gradient's allreduce as soon as it is ready (overlap)
+            t_compute = time.perf_counter()
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
             optimizer.zero_grad()  # torch >= 2 sets grads to None: no memset per step
@@ -174,9 +175,11 @@ def train(cfg):
             # the part of communication that backward did not hide: wait for every allreduce to finish
             t_wait = time.perf_counter()
             optimizer.synchronize()  # HVD
-            comm_wait += time.perf_counter() - t_wait
+            t_step = time.perf_counter()
             with optimizer.skip_synchronize():  # HVD: already synchronised above
                 optimizer.step()
+            comm_wait += t_step - t_wait
+            compute += (t_wait - t_compute) + (time.perf_counter() - t_step)
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
             samples += len(yb)
@@ -198,14 +201,17 @@ def train(cfg):
                                             val_loss_sum.double().cpu(), val_correct.double().cpu(),
                                             torch.tensor(len(val_y), dtype=torch.float64)]),
                                op=hvd.Sum, name="metrics")
-        comm_wait_mean = hvd.allreduce(torch.tensor(comm_wait), op=hvd.Average, name="comm_wait").item()  # HVD
+        # HVD: the ranks' mean wait and compute time
+        comm_wait_mean, compute_mean = hvd.allreduce(torch.tensor([comm_wait, compute]), op=hvd.Average,
+                                                     name="timing").tolist()
         tr_loss, tr_correct, tr_n, va_loss, va_correct, va_n = totals.tolist()
         record = {"epoch": epoch, "start_unix_us": epoch_start_us, "end_unix_us": epoch_end_us,
                   "epoch_time_s": epoch_time, "samples": int(tr_n), "samples_per_s": tr_n / epoch_time,
                   "train_loss": tr_loss / tr_n, "train_acc": tr_correct / tr_n,
                   "val_loss": va_loss / va_n, "val_acc": va_correct / va_n,
                   "lr": optimizer.param_groups[0]["lr"], "comm_wait_s": comm_wait_mean,
-                  "compute_s": epoch_time - comm_wait_mean, "steps": steps_per_epoch}
+                  "compute_s": compute_mean, "other_s": epoch_time - comm_wait_mean - compute_mean,
+                  "steps": steps_per_epoch}
         if window:
             record["timeline_window"] = window
             record["comm"] = recorder.epoch_comm(record)

@@ -186,11 +186,10 @@ def make_report(run_dirs: list, out: str) -> list:
         written.append(plot_training(res, os.path.join(out, f"{res['name']}-training.png")))
         written.append(plot_time(res, os.path.join(out, f"{res['name']}-time.png")))
         written.append(plot_comm(res, os.path.join(out, f"{res['name']}-comm.png")))
-    if len(runs) > 1:
-        rows = scaling_rows(runs)
-        print(format_rows(rows))
+    rows = scaling_rows(runs) if len(runs) > 1 else []
+    if rows:
         written.append(plot_scaling(rows, os.path.join(out, "scaling.png")))
-    return [w for w in written if w]
+    return [w for w in written if w], rows
 
 
 def main(argv=None):
@@ -199,7 +198,10 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="directory for the PNG figures")
     args = parser.parse_args(argv)
     try:
-        for path in make_report(args.runs, args.out):
+        written, rows = make_report(args.runs, args.out)
+        if rows:
+            print(format_rows(rows))
+        for path in written:
             print(f"wrote {path}")
     except UserError as e:
         print(f"hvd_mlp.report: error: {e}", file=sys.stderr)

@@ -73,7 +73,7 @@ run build-tools "${PIP[@]}" install -q "setuptools>=61" wheel
 
 # ---------------------------------------------------------------- 3. PyTorch
 STEP="pytorch"
-say "pytorch: $TORCH_SPEC (a few minutes the first time, seconds after)"
+say "pytorch: $TORCH_SPEC (minutes the first time, seconds after)"
 # shellcheck disable=SC2086  # TORCH_SPEC and TORCH_ARGS are word lists on purpose
 run pytorch "${PIP[@]}" install -q $TORCH_ARGS $TORCH_SPEC
 TORCH_VERSION=$("$PY" -c 'import torch; print(torch.__version__)') || fail "torch does not import"
@@ -97,7 +97,7 @@ WHEEL_DIR=$CACHE/wheels/horovod-$HOROVOD_VERSION-torch-${TORCH_VERSION//+/_}-$PY
 MARKER=$VENV/.hvd_mlp-horovod-wheel  # which cached wheel this venv holds
 installed_horovod() { "$PY" -c 'import horovod.torch' 2>/dev/null && [ "$(cat "$MARKER" 2>/dev/null)" = "$WHEEL_DIR" ]; }
 if [ -z "$(ls "$WHEEL_DIR"/horovod-*.whl 2>/dev/null)" ]; then
-  say "horovod: building $HOROVOD_VERSION for torch $TORCH_VERSION ($FLAVOUR) — about 6 minutes on 2 cores"
+  say "horovod: building $HOROVOD_VERSION for torch $TORCH_VERSION ($FLAVOUR) — a few minutes"
   BUILD=$(mktemp -d "${TMPDIR:-/tmp}/hvd_mlp_build.XXXXXX")
   trap 'rm -rf "$BUILD"' EXIT
   run horovod-download "${PIP[@]}" download -q --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$BUILD"

@@ -1,0 +1,43 @@
+"""Training across real hosts: network namespaces with their own addresses, hostnames and sshd, joined by a bridge.
+
+horovodrun runs on node1 and reaches every node over ssh through scripts/launch.sh and a hostfile of addresses.
+"""
+import json
+import os
+import sys
+
+import pytest
+
+from netns import Cluster, namespaces_usable
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WHY_NOT = namespaces_usable()
+pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "namespaces usable")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with Cluster(2, tmp_path_factory.mktemp("cluster")) as c:
+        yield c
+
+
+@pytest.mark.parametrize("controller", ["mpi", "gloo"])
+def test_training_across_two_hosts(cluster, controller, tmp_path):
+    out = tmp_path / "run"
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_"))}
+    env.update(HVD_MLP_VENV=venv, PATH=f"{venv}/bin:{env['PATH']}")
+    proc = cluster.run_on(0, [
+        f"{REPO}/scripts/launch.sh", "-np", "2", "--hostfile", cluster.hostfile(), f"--{controller}",
+        "--nic", "hvd0", "--start-timeout", "60", "--",
+        "--dataset", "synthetic", "--synthetic-size", "4000", "--epochs", "2", "--log-every", "0",
+        "--timeline-mode", "window", "--timeline-steps", "10", "--output-dir", out], timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "+ " in proc.stderr and "horovodrun -np 2 --hostfile" in proc.stderr  # the launcher shows its command
+    res = json.loads((out / "results.json").read_text())
+    assert res["world"]["hosts"] == ["node1", "node2"]  # rank 0 on node1, rank 1 on node2
+    assert res["world"]["controller"] == controller
+    assert [e["epoch"] for e in res["epochs"]] == [1, 2]
+    assert res["world"]["param_digests"][0] == res["world"]["param_digests"][1]
+    assert (out / "timeline-epoch2.json").stat().st_size > 0  # rank 0 recorded the timeline
+    assert res["epochs"][1]["comm"]["allreduce_ops"] > 0

@@ -69,6 +69,9 @@ class Config:
                                      "of steps per epoch, cheap) | full (every step); the flag alone means window",
                          choices=("off", "window", "full"), const="window")
     timeline_steps: int = _opt(40, "steps recorded per epoch in window mode")
+    elastic: bool = _opt(False, "Horovod elastic training (launch with horovodrun --min-np/--max-np "
+                                "--host-discovery-script): survives workers leaving and joining")
+    commit_every: int = _opt(20, "elastic: commit the state every N steps (and at every epoch end)")
     # machine
     threads: int = _opt(0, "torch threads per rank; 0 = cores / ranks on this host")
     device: str = _opt("auto", "auto | cpu | cuda (auto: cuda pinned to the local rank when available)",
@@ -82,7 +85,8 @@ class Config:
 
     def validate(self):
         """Raise UserError naming the first bad value."""
-        positive = ("epochs", "batch_size", "backward_passes_per_step", "timeline_steps", "synthetic_size")
+        positive = ("epochs", "batch_size", "backward_passes_per_step", "timeline_steps", "synthetic_size",
+                    "commit_every")
         non_negative = ("max_steps", "threads", "checkpoint_every", "log_every", "lr_step", "weight_decay",
                         "warmup_epochs", "momentum")
         for name in positive:

@@ -138,15 +138,23 @@ def make_synthetic(n_train: int, seed: int, n_classes: int = 10, dim: int = 784)
 
 
 # ------------------------------------------------------------------------------------------------- shards
-def train_shard(n: int, rank: int, size: int, epoch: int, seed: int) -> torch.Tensor:
-    """This rank's indices for one epoch: a seeded shuffle of all n, cut into `size` equal, disjoint shards.
+def train_shard(n: int, rank: int, size: int, epoch: int, seed: int, batch_size: int, start: int = 0,
+                stop: int = 0) -> torch.Tensor:
+    """This rank's indices for (the rest of) one epoch, in step order.
 
-    Like DistributedSampler(drop_last=True): the n % size samples left over are dropped (a different few each
-    epoch), so every rank runs the same number of steps and so the same number of allreduces.
+    The epoch is a seeded shuffle of all n, the same on every rank. Global batch k is perm[k*B*size:(k+1)*B*size];
+    rank r takes its r-th B of it. So the samples done after any step are a prefix of perm whatever the world size,
+    and an elastic job that changes size mid-epoch resumes at `start` (samples done) without repeating or skipping.
+    `stop` ends the epoch early (--max-steps). The last partial global batch is split equally; its n % size left
+    over are dropped (DistributedSampler's drop_last): every rank runs the same steps, so the same allreduces.
     """
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    per_rank = n // size
-    return perm[rank * per_rank:(rank + 1) * per_rank]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))[start:stop or n]
+    per_step = batch_size * size
+    full = len(perm) // per_step
+    head = perm[:full * per_step].view(full, size, batch_size)[:, rank].reshape(-1)
+    tail = perm[full * per_step:]
+    share = len(tail) // size
+    return torch.cat([head, tail[rank * share:(rank + 1) * share]])
 
 
 def val_shard(n: int, rank: int, size: int) -> slice:

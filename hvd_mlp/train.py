@@ -1,24 +1,27 @@
 """Data-parallel MLP training with Horovod.
 
     horovodrun -np 4 python -m hvd_mlp.train [--dataset ...] [--timeline-mode] [--help]
+    horovodrun -np 2 --min-np 1 --max-np 4 --host-discovery-script scripts/discover_hosts.sh \
+        python -m hvd_mlp.train --elastic
 
 Every Horovod call is marked `# HVD` so the distributed part stands out from plain PyTorch:
-init -> threads -> sharded data -> LR x size -> broadcast parameters and optimizer state -> wrap the optimizer ->
-average metrics with allreduce -> rank 0 prints and writes.
+init -> threads -> data -> LR x size -> wrap the optimizer -> broadcast parameters and optimizer state ->
+per-epoch shards -> average metrics with allreduce -> rank 0 prints and writes.
 """
-import glob
 import hashlib
 import os
 import socket
 import sys
 import time
+from types import SimpleNamespace
 
 import horovod
 import horovod.torch as hvd
 import torch
 import torch.nn.functional as F
+from horovod.common.exceptions import HorovodInternalError
 
-from hvd_mlp import data, storage
+from hvd_mlp import checkpoint, data, storage
 from hvd_mlp.config import UserError, launch_rank, parse_args, report_and_exit, to_dict
 from hvd_mlp.model import MLP, parameter_count
 from hvd_mlp.recorder import TimelineRecorder
@@ -50,9 +53,12 @@ def load_data(cfg) -> data.Dataset:
     if name == "synthetic":
         return data.make_synthetic(cfg.synthetic_size, cfg.seed)
     if name in ("mnist", "auto") and data.mnist_missing(cfg.data_dir):
-        why = data.download_mnist(cfg.data_dir) if hvd.local_rank() == 0 else ""  # HVD
-        # HVD: a status allreduce doubles as the barrier: nobody reads the files before every download ended
-        failed = hvd.allreduce(torch.tensor([int(bool(why))]), op=hvd.Sum, name="data.download_failed").item()
+        if cfg.elastic:  # no collective may run before the elastic state is synced (see train()): no download
+            failed, why = 1, "elastic runs do not download; fetch MNIST once with a normal run"
+        else:
+            why = data.download_mnist(cfg.data_dir) if hvd.local_rank() == 0 else ""  # HVD
+            # HVD: a status allreduce doubles as the barrier: nobody reads the files before every download ended
+            failed = hvd.allreduce(torch.tensor([int(bool(why))]), op=hvd.Sum, name="data.download_failed").item()
         if failed and name == "mnist":
             raise UserError(f"MNIST is not under {cfg.data_dir} and could not be downloaded ({why or 'on a peer'})")
         if failed:
@@ -61,26 +67,8 @@ def load_data(cfg) -> data.Dataset:
     return data.load_mnist(cfg.data_dir) if name in ("mnist", "auto") else data.load_mnist_sample(cfg.seed)
 
 
-def find_checkpoint(cfg, run_dir: str) -> str:
-    if cfg.resume != "auto":
-        return cfg.resume
-    candidates = [os.path.join(run_dir, "checkpoint.pt")] if cfg.output_dir else \
-        sorted(glob.glob(os.path.join("runs", "*", "checkpoint.pt")), key=os.path.getmtime)[-1:]
-    return next((c for c in candidates if os.path.exists(c)), "")
-
-
-def run_directory(cfg) -> str:
-    if cfg.output_dir:
-        return cfg.output_dir
-    if cfg.resume and cfg.resume != "auto":
-        return os.path.dirname(os.path.abspath(cfg.resume))  # a resumed run continues in its own directory
-    resumed = find_checkpoint(cfg, "") if cfg.resume == "auto" else ""
-    # the timestamp is read per process; only rank 0 ever writes here
-    return os.path.dirname(resumed) if resumed else os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-
-
 def train(cfg):
-    run_dir = run_directory(cfg)
+    run_dir = checkpoint.run_directory(cfg)
     if launch_rank() == 0:
         storage.make_run_dir(run_dir)
     recorder = TimelineRecorder.before_init(cfg.timeline_mode, run_dir, cfg.timeline_steps)
@@ -89,8 +77,6 @@ def train(cfg):
 
     # ---------------------------------------------------------------------------------------- Horovod and machine
     hvd.init()  # HVD
-    rank, size = hvd.rank(), hvd.size()  # HVD
-    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // hvd.local_size()))  # HVD: no oversubscription
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(hvd.local_rank())  # HVD: one GPU per local rank
@@ -99,71 +85,93 @@ def train(cfg):
 
     # ---------------------------------------------------------------------------------------- data, model, optimizer
     ds = load_data(cfg)
-    train_x, train_y = ds.train_x.to(device), ds.train_y.to(device)
-    val = data.val_shard(len(ds.val_x), rank, size)
-    val_x, val_y = ds.val_x[val].to(device), ds.val_y[val].to(device)
-    model = MLP((train_x.shape[1], *cfg.hidden, 10), cfg.dropout).to(device)
+    model = MLP((ds.train_x.shape[1], *cfg.hidden, 10), cfg.dropout).to(device)
     opt_kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     optimizer = torch.optim.Adam(model.parameters(), **opt_kw) if cfg.optimizer == "adam" else \
         torch.optim.SGD(model.parameters(), momentum=cfg.momentum, **opt_kw)
-
     optimizer = hvd.DistributedOptimizer(  # HVD: gradients are averaged by allreduce during backward
         optimizer, named_parameters=model.named_parameters(),
         compression=hvd.Compression.fp16 if cfg.fp16_allreduce else hvd.Compression.none,
         op=hvd.Adasum if cfg.adasum else hvd.Average,
         backward_passes_per_step=cfg.backward_passes_per_step)
+    if cfg.elastic:
+        # no collective before hvd.elastic.run: a worker joining later would run it while the others sync state;
+        # the state's sync on entry broadcasts rank 0's model, optimizer, epoch and records instead
+        done, history, error = checkpoint.load(cfg, run_dir, model, optimizer)
+        if error:
+            raise UserError(error)
+    else:
+        done, history = checkpoint.resume(cfg, run_dir, model, optimizer)
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)  # HVD: every rank starts from rank 0's weights
+        hvd.broadcast_optimizer_state(optimizer, root_rank=0)  # HVD: ... and rank 0's optimizer state
 
-    # resume: after wrapping (the wrapper is a new optimizer object: state loaded before it would be lost)
-    start_epoch, history = 0, []
-    ckpt_path = find_checkpoint(cfg, run_dir) if cfg.resume else ""
-    ckpt, error = None, None
-    if ckpt_path and rank == 0:
-        try:
-            ckpt = storage.read_checkpoint(ckpt_path)
-        except UserError as e:
-            error = str(e)
-    error = hvd.broadcast_object(error, root_rank=0, name="resume.error")  # HVD: every rank stops alike, no hang
-    if error:
-        raise UserError(error)
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, history = ckpt["epoch"], ckpt["history"]
-        print(f"resumed from {ckpt_path} after epoch {start_epoch}", flush=True)
-    start_epoch = hvd.broadcast_object(start_epoch, root_rank=0, name="resume.epoch")  # HVD
-    hvd.broadcast_parameters(model.state_dict(), root_rank=0)  # HVD: every rank starts from rank 0's weights
-    hvd.broadcast_optimizer_state(optimizer, root_rank=0)  # HVD: ... and rank 0's optimizer state
+    results = {"config": to_dict(cfg), "parameters": parameter_count(model),
+               "dataset": {"name": ds.name, "train": len(ds.train_x), "val": len(ds.val_x)}, "summary": {}}
+    run = SimpleNamespace(cfg=cfg, run_dir=run_dir, device=device, recorder=recorder, results=results,
+                          train_x=ds.train_x.to(device), train_y=ds.train_y.to(device),
+                          val_x=ds.val_x.to(device), val_y=ds.val_y.to(device))
+    # what an elastic job carries across world changes; commit() snapshots it, a failure rolls back to it
+    state = hvd.elastic.TorchState(model=model, optimizer=optimizer, epoch=done + 1, samples_done=0,  # HVD
+                                   history=history, world_changes=[])
+    if cfg.elastic:
+        hvd.elastic.run(train_epochs)(state, run)  # HVD: re-entered from the last commit after each world change
+    else:
+        train_epochs(state, run)
 
+    # ---------------------------------------------------------------------------------------- finish
+    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
+    results["world"]["param_digests"] = hvd.allgather_object(digest, name="params.digest")  # HVD: all equal?
+    rank = hvd.rank()  # HVD
+    hvd.shutdown()  # HVD: also closes a full timeline file, so it can be analysed below
+    if rank == 0:
+        recorder.finish(state.history)
+        write_results(run, state)
+        print(f"done: {len(state.history)} epochs, final val acc {results['summary'].get('final_val_acc', 0):.4f}, "
+              f"results in {os.path.join(run_dir, 'results.json')}", flush=True)
+
+
+def describe_world(run, state) -> dict:
+    """The world as it is now (elastic: it changes); a change is logged in state.world_changes."""
+    size = hvd.size()  # HVD
     world = {"size": size, "local_size": hvd.local_size(),  # HVD
              "hosts": hvd.allgather_object(socket.gethostname(), name="world.hosts"),  # HVD
              "controller": "mpi" if hvd.mpi_enabled() else "gloo",  # HVD
-             "horovod_version": horovod.__version__, "torch_version": torch.__version__, "device": device.type}
-    results = {"config": to_dict(cfg), "world": world, "parameters": parameter_count(model),
-               "dataset": {"name": ds.name, "train": len(ds.train_x), "val": len(ds.val_x)},
-               "epochs": history, "summary": {}}
-    steps_per_epoch = -(-(len(train_x) // size) // cfg.batch_size)
-    if cfg.max_steps:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
-    log(f"hvd_mlp: {size} ranks ({world['controller']}, {world['local_size']} per host, "
-        f"{torch.get_num_threads()} threads each) | {ds.name}: {len(ds.train_x):,} train / {len(ds.val_x):,} val | "
-        f"MLP {'-'.join(map(str, model.sizes))} ({results['parameters']:,} params) | "
-        f"batch {cfg.batch_size}/rank x {size} | {steps_per_epoch} steps/epoch | run dir {run_dir}")
+             "horovod_version": horovod.__version__, "torch_version": torch.__version__, "device": run.device.type}
+    if not state.world_changes or state.world_changes[-1]["size"] != size:
+        state.world_changes.append({"epoch": state.epoch, "samples_done": state.samples_done, "size": size,
+                                    "hosts": world["hosts"], "unix_us": now_us()})
+    return world
 
-    # ---------------------------------------------------------------------------------------- training loop
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+
+def train_epochs(state, run):
+    """The training loop. Elastic: re-entered after a world change, from state's last commit."""
+    cfg, model, optimizer, device = run.cfg, state.model, state.optimizer, run.device
+    run.results["world"] = describe_world(run, state)
+    rank, size = hvd.rank(), hvd.size()  # HVD: read on every (re)entry: an elastic world may have changed
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // hvd.local_size()))  # HVD: cores / ranks
+    n = len(run.train_x)
+    epoch_samples = min(n, cfg.max_steps * cfg.batch_size * size) if cfg.max_steps else n
+    log(f"hvd_mlp: {size} ranks ({run.results['world']['controller']}, {hvd.local_size()} per host, "  # HVD
+        f"{torch.get_num_threads()} threads each) | {run.results['dataset']['name']}: {n:,} train / "
+        f"{len(run.val_x):,} val | MLP {'-'.join(map(str, model.sizes))} ({run.results['parameters']:,} params) | "
+        f"batch {cfg.batch_size}/rank x {size} | run dir {run.run_dir}")
+
+    while state.epoch <= cfg.epochs:
+        epoch, resumed_at = state.epoch, state.samples_done  # elastic: > 0 when the world changed mid-epoch
         torch.manual_seed(cfg.seed + 1000 * epoch + rank)  # dropout: per rank, and a resume replays it exactly
-        idx = data.train_shard(len(train_x), rank, size, epoch, cfg.seed).to(device)
-        shard_x, shard_y = train_x[idx], train_y[idx]  # one gather per epoch; batches below are views
+        idx = data.train_shard(n, rank, size, epoch, cfg.seed, cfg.batch_size, state.samples_done, epoch_samples)
+        shard_x, shard_y = run.train_x[idx.to(device)], run.train_y[idx.to(device)]  # one gather; batches are views
+        steps = -(-len(idx) // cfg.batch_size)
         model.train()
         loss_sum = torch.zeros((), device=device)  # running sums stay tensors: no host sync per step
         correct = torch.zeros((), device=device, dtype=torch.long)
         samples, comm_wait, compute = 0, 0.0, 0.0
-        recorder.begin_epoch(epoch, steps_per_epoch)
+        run.recorder.begin_epoch(epoch, steps)
         epoch_start_us, t_start = now_us(), time.perf_counter()
-        for step in range(steps_per_epoch):
-            recorder.before_step(step)
+        for step in range(steps):
+            run.recorder.before_step(step)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(cfg, size, epoch - 1 + step / steps_per_epoch)
+                group["lr"] = learning_rate(cfg, size, epoch - 1 + state.samples_done / epoch_samples)
             xb = shard_x[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             yb = shard_y[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             # forward/backward; backward hooks start each gradient's allreduce as soon as it is ready (overlap)
@@ -183,23 +191,24 @@ def train(cfg):
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
             samples += len(yb)
+            state.samples_done += len(yb) * size
+            if cfg.elastic and (step + 1) % cfg.commit_every == 0:
+                state.commit()  # HVD: snapshot, and raise here if hosts were added or removed
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
-                log(f"  epoch {epoch} step {step + 1}/{steps_per_epoch} loss {loss.item():.4f}")
-        epoch_time = time.perf_counter() - t_start
-        epoch_end_us = now_us()
-        window = recorder.end_epoch(epoch)
+                log(f"  epoch {epoch} step {step + 1}/{steps} loss {loss.item():.4f}")
+        epoch_time, epoch_end_us = time.perf_counter() - t_start, now_us()
+        window = run.recorder.end_epoch(epoch)
 
         # ------------------------------------------------------------------------------------ validation and metrics
         model.eval()
+        val = data.val_shard(len(run.val_x), rank, size)
         with torch.no_grad():
-            logits = model(val_x)
-            val_loss_sum = F.cross_entropy(logits, val_y, reduction="sum")
-            val_correct = (logits.argmax(1) == val_y).sum()
+            logits = model(run.val_x[val])
+            val_loss_sum = F.cross_entropy(logits, run.val_y[val], reduction="sum")
+            val_correct = (logits.argmax(1) == run.val_y[val]).sum()
         # HVD: exact global metrics: allreduce sums and counts, then divide (not a mean of per-rank means)
-        totals = hvd.allreduce(torch.stack([loss_sum.double().cpu(), correct.double().cpu(),
-                                            torch.tensor(samples, dtype=torch.float64),
-                                            val_loss_sum.double().cpu(), val_correct.double().cpu(),
-                                            torch.tensor(len(val_y), dtype=torch.float64)]),
+        totals = hvd.allreduce(torch.tensor([loss_sum.item(), correct.item(), samples, val_loss_sum.item(),
+                                             val_correct.item(), len(run.val_y[val])], dtype=torch.float64),
                                op=hvd.Sum, name="metrics")
         # HVD: the ranks' mean wait and compute time
         comm_wait_mean, compute_mean = hvd.allreduce(torch.tensor([comm_wait, compute]), op=hvd.Average,
@@ -211,36 +220,29 @@ def train(cfg):
                   "val_loss": va_loss / va_n, "val_acc": va_correct / va_n,
                   "lr": optimizer.param_groups[0]["lr"], "comm_wait_s": comm_wait_mean,
                   "compute_s": compute_mean, "other_s": epoch_time - comm_wait_mean - compute_mean,
-                  "steps": steps_per_epoch}
+                  "steps": steps, "world_size": size, "resumed_at_samples": resumed_at}
         if window:
             record["timeline_window"] = window
-            record["comm"] = recorder.epoch_comm(record)
-        history.append(record)
+            record["comm"] = run.recorder.epoch_comm(record)
+        state.history.append(record)
         log(f"epoch {epoch}/{cfg.epochs} | {epoch_time:.2f} s | {record['samples_per_s']:,.0f} samples/s | "
             f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
             f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f} | "
-            f"lr {record['lr']:.2e} | comm wait {comm_wait_mean:.2f} s{recorder.describe(record)}")
+            f"lr {record['lr']:.2e} | comm wait {comm_wait_mean:.2f} s{run.recorder.describe(record)}")
 
         # ------------------------------------------------------------------------------------ results and checkpoint
+        state.epoch, state.samples_done = epoch + 1, 0
         if rank == 0:
-            results["summary"] = summarize(history)
-            storage.write_json(os.path.join(run_dir, "results.json"), results)
+            write_results(run, state)
             if cfg.checkpoint_every and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
-                storage.write_checkpoint(os.path.join(run_dir, "checkpoint.pt"), {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                    "config": to_dict(cfg), "history": history})
+                checkpoint.save(run.run_dir, cfg, model, optimizer, epoch, state.history)
+        if cfg.elastic:
+            state.commit()  # HVD: an epoch boundary is always a safe point to come back to
 
-    # ---------------------------------------------------------------------------------------- finish
-    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
-    digests = hvd.allgather_object(digest, name="params.digest")  # HVD: proof that every rank holds the same model
-    results["world"]["param_digests"] = digests
-    hvd.shutdown()  # HVD: also closes a full timeline file, so it can be analysed below
-    if rank == 0:
-        recorder.finish(history)
-        results["summary"] = summarize(history)
-        storage.write_json(os.path.join(run_dir, "results.json"), results)
-        print(f"done: {len(history)} epochs, final val acc {results['summary'].get('final_val_acc', 0):.4f}, "
-              f"results in {os.path.join(run_dir, 'results.json')}", flush=True)
+
+def write_results(run, state):
+    run.results.update(epochs=state.history, world_changes=state.world_changes, summary=summarize(state.history))
+    storage.write_json(os.path.join(run.run_dir, "results.json"), run.results)
 
 
 def summarize(history: list) -> dict:
@@ -258,6 +260,11 @@ def main(argv=None):
         train(parse_args(argv))
     except UserError as e:
         report_and_exit("hvd_mlp.train", e)
+    except HorovodInternalError as e:  # a peer died or hung (non-elastic): say so once per surviving rank
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"hvd_mlp.train: error: rank {os.environ.get('HOROVOD_RANK', '?')} lost its peers ({first_line[:160]}); "
+              "continue from the last checkpoint with --resume auto", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

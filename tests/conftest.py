@@ -17,6 +17,22 @@ def horovodrun(np_: int, controller: str, command: list, timeout: int = 240, env
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
 
 
+def rank_pid(out_dir, rank: int):
+    """The pid of training rank `rank` whose command line names out_dir (Gloo sets HOROVOD_RANK, mpirun
+    OMPI_COMM_WORLD_RANK), or None."""
+    wanted = {f"HOROVOD_RANK={rank}", f"OMPI_COMM_WORLD_RANK={rank}"}
+    for pid in os.listdir("/proc"):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            env = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace").split("\0")
+        except (OSError, ValueError):
+            continue
+        if cmdline.startswith(sys.executable) and "hvd_mlp.train" in cmdline and str(out_dir) in cmdline \
+                and wanted & set(env):
+            return int(pid)
+    return None
+
+
 def python_module(module: str, *args) -> list:
     return [sys.executable, "-m", module, *map(str, args)]
 

@@ -9,9 +9,9 @@ from hvd_mlp import data
 from hvd_mlp.config import UserError
 
 
-@pytest.mark.parametrize("n, size", [(100, 1), (100, 2), (101, 4), (7, 3)])
-def test_train_shards_equal_disjoint_and_covering(n, size):
-    shards = [data.train_shard(n, r, size, epoch=3, seed=1) for r in range(size)]
+@pytest.mark.parametrize("n, size, batch", [(100, 1, 8), (100, 2, 8), (101, 4, 8), (7, 3, 2), (1000, 4, 64)])
+def test_train_shards_equal_disjoint_and_covering(n, size, batch):
+    shards = [data.train_shard(n, r, size, epoch=3, seed=1, batch_size=batch) for r in range(size)]
     assert len({len(s) for s in shards}) == 1 and len(shards[0]) == n // size
     union = torch.cat(shards)
     assert len(set(union.tolist())) == len(union)  # disjoint
@@ -19,9 +19,23 @@ def test_train_shards_equal_disjoint_and_covering(n, size):
 
 
 def test_train_shards_reshuffle_each_epoch_and_repeat_for_a_seed():
-    a, b = data.train_shard(1000, 0, 2, epoch=1, seed=5), data.train_shard(1000, 0, 2, epoch=2, seed=5)
+    a, b = data.train_shard(1000, 0, 2, 1, 5, 32), data.train_shard(1000, 0, 2, 2, 5, 32)
     assert not torch.equal(a, b)
-    assert torch.equal(a, data.train_shard(1000, 0, 2, epoch=1, seed=5))
+    assert torch.equal(a, data.train_shard(1000, 0, 2, 1, 5, 32))
+
+
+def test_world_size_change_mid_epoch_neither_repeats_nor_skips():
+    """2 ranks do 3 global batches, then 3 ranks finish the epoch from there (an elastic job growing)."""
+    n, batch, seed = 1000, 10, 4
+    before = [data.train_shard(n, r, 2, 1, seed, batch)[:3 * batch] for r in range(2)]
+    after = [data.train_shard(n, r, 3, 1, seed, batch, start=3 * batch * 2) for r in range(3)]
+    seen = torch.cat(before + after).tolist()
+    assert len(seen) == len(set(seen)) >= n - 3  # no sample twice; at most size-1 dropped at the end
+
+
+def test_stop_ends_the_epoch_early():
+    shard = data.train_shard(1000, 1, 2, 1, 0, 10, stop=200)
+    assert len(shard) == 100
 
 
 def test_val_shards_cover_every_sample_once():

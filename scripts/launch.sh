@@ -13,16 +13,16 @@ PY=$VENV/bin/python
 usage() { sed -n '4,5p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "launch.sh: error: $*" >&2; exit 2; }
 
-NP="" HOSTFILE="" CONTROLLER="" EXTRA=()
+NP="" HOSTFILE="" CONTROLLER="" EXTRA=() SSH_OPTS=() TIMEOUT=30
 while [ $# -gt 0 ]; do
   case $1 in
     -np|--np) NP=${2:-}; shift 2 ;;
     --hostfile) HOSTFILE=${2:-}; shift 2 ;;
     --gloo|--mpi) CONTROLLER=$1; shift ;;
-    --ssh-port) EXTRA+=(--ssh-port "${2:-}"); shift 2 ;;
-    --ssh-key) EXTRA+=(--ssh-identity-file "${2:-}"); shift 2 ;;
+    --ssh-port) EXTRA+=(--ssh-port "${2:-}"); SSH_OPTS+=(-p "${2:-}"); shift 2 ;;
+    --ssh-key) EXTRA+=(--ssh-identity-file "${2:-}"); SSH_OPTS+=(-i "${2:-}"); shift 2 ;;
     --nic) EXTRA+=(--network-interfaces "${2:-}"); shift 2 ;;
-    --start-timeout) EXTRA+=(--start-timeout "${2:-}"); shift 2 ;;
+    --start-timeout) EXTRA+=(--start-timeout "${2:-}"); TIMEOUT=${2:-30}; shift 2 ;;
     --) shift; break ;;
     -h|--help) usage ;;
     *) die "unknown option '$1' (train arguments go after --)" ;;
@@ -36,6 +36,15 @@ done
 CLEAN=$(mktemp "${TMPDIR:-/tmp}/hvd_mlp-hosts.XXXXXX")
 trap 'rm -f "$CLEAN"' EXIT
 "$PY" -m hvd_mlp.hostfile clean "$HOSTFILE" "$CLEAN" --np "$NP" >/dev/null || exit 2
+
+# every remote host must answer ssh without a prompt; horovodrun would say so with a traceback, we say it in a line
+LOCAL=" localhost $(hostname) $(hostname -I 2>/dev/null) "
+while read -r host _; do
+  [[ $host == 127.* || $LOCAL == *" $host "* ]] && continue
+  if ! out=$(ssh -o BatchMode=yes -o ConnectTimeout="$TIMEOUT" "${SSH_OPTS[@]}" "$host" true 2>&1); then
+    die "cannot reach $host over ssh within ${TIMEOUT} s: $(tail -n 1 <<<"$out")"
+  fi
+done <"$CLEAN"
 
 CMD=("$VENV/bin/horovodrun" -np "$NP" --hostfile "$CLEAN" ${CONTROLLER:+"$CONTROLLER"} "${EXTRA[@]}"
      "$PY" -m hvd_mlp.train "$@")

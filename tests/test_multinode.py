@@ -5,6 +5,7 @@ horovodrun runs on node1 and reaches every node over ssh through scripts/launch.
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -41,3 +42,21 @@ def test_training_across_two_hosts(cluster, controller, tmp_path):
     assert res["world"]["param_digests"][0] == res["world"]["param_digests"][1]
     assert (out / "timeline-epoch2.json").stat().st_size > 0  # rank 0 recorded the timeline
     assert res["epochs"][1]["comm"]["allreduce_ops"] > 0
+
+
+def test_unreachable_host_fails_clearly_within_the_start_timeout(cluster, tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"{cluster.addresses[0]} slots=1\n10.199.77.9 slots=1\n")  # .9: no such node on the bridge
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_"))}
+    env.update(HVD_MLP_VENV=venv, PATH=f"{venv}/bin:{env['PATH']}")
+    started = time.time()
+    proc = cluster.run_on(0, [f"{REPO}/scripts/launch.sh", "-np", "2", "--hostfile", hosts, "--gloo",
+                              "--start-timeout", "20", "--", "--dataset", "synthetic", "--epochs", "1"],
+                          timeout=120, env=env)
+    elapsed = time.time() - started
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "launch.sh: error: cannot reach 10.199.77.9 over ssh within 20 s: " \
+        "ssh: connect to host 10.199.77.9 port 22: No route to host"
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 20 + 10

@@ -102,3 +102,16 @@ def test_learning_rate_warms_up_to_lr_times_size_then_steps():
     assert learning_rate(cfg(), 4, 2.0) == pytest.approx(0.4)
     assert learning_rate(cfg(lr_step=3), 4, 3.5) == pytest.approx(0.2)
     assert learning_rate(cfg(adasum=True), 4, 5.0) == pytest.approx(0.1)  # Adasum: no scaling by size
+
+
+def test_truncated_mnist_file_is_one_line(tmp_path):
+    from test_data import _fake_mnist
+    raw = _fake_mnist(tmp_path / "data")
+    path = raw / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:1000])
+    proc = subprocess.run([sys.executable, "-m", "hvd_mlp.train", "--dataset", "mnist", "--data-dir",
+                           str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"hvd_mlp.train: error: MNIST file {path} is truncated or corrupt: 984 bytes of " \
+                                  "data, header says 15680"

@@ -4,6 +4,11 @@
         the scaling sweep: np = 1, 2, 4 with MPI and with Gloo, fixed steps per epoch, timeline window on; raw MPI
         allreduce (commbench) at each np; prints the table and writes the report's figures.
 
+    python -m hvd_mlp.bench compare [--repeats 2]
+        side by side on one 60,000-image MNIST-shaped set (IDX files): the seed's PyTorch DDP design (hvd_mlp.baseline)
+        and hvd_mlp under horovodrun np=2 (batch 32/rank, Adam, lr 1e-3, one epoch), with and without the timeline;
+        Horovod's allreduce per step against raw MPI_Allreduce of the same bytes; np=1 -> np=2 at batch 256/rank.
+
     python -m hvd_mlp.bench recording [--np 2] [--controller mpi] [--epochs 3] [--repeats 3]
         throughput of the same training with the timeline off, in window mode and in full mode, interleaved
         so that machine noise hits all three alike; prints samples/s and each mode's cost.
@@ -177,6 +182,61 @@ def bench_scaling(args):
     print(f"wrote {len(written)} figures to {args.out}")
 
 
+def write_mnist_shaped(root: str, n_train: int = 60000, n_val: int = 10000, seed: int = 0):
+    """IDX files in torchvision's MNIST layout (random pixels), so both designs read the very same files."""
+    import numpy as np
+    from hvd_mlp.data import MNIST_FILES, mnist_raw_dir
+    raw = mnist_raw_dir(root)
+    os.makedirs(raw, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for name, array in zip(MNIST_FILES[split], (rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n))):
+            header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+            with open(os.path.join(raw, name), "wb") as fh:
+                fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def bench_compare(args):
+    from hvd_mlp import baseline
+    rates = {"ddp": [], "hvd": [], "hvd+timeline": []}
+    per_step_us = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write_mnist_shaped(tmp)
+        common = ["--dataset", "mnist", "--data-dir", tmp, "--epochs", 1, "--batch-size", 32, "--lr", 1e-3,
+                  "--log-every", 0, "--checkpoint-every", 0]
+        for rep in range(args.repeats):
+            ddp = baseline.run(argparse.Namespace(data_dir=tmp, np=2, batch_size=32, lr=1e-3, epochs=1))
+            rates["ddp"].append(ddp["samples_per_s"])
+            rates["hvd"].append(run_training(2, "mpi", common, os.path.join(tmp, f"off{rep}"))
+                                ["summary"]["samples_per_s"])
+            res = run_training(2, "mpi", [*common, "--timeline-mode", "window"], os.path.join(tmp, f"win{rep}"))
+            rates["hvd+timeline"].append(res["summary"]["samples_per_s"])
+            comm, steps = res["epochs"][0]["comm"], res["epochs"][0]["steps"]
+            per_step_us.append((comm["op_us"] / steps, comm["collective_us"] / steps))
+            print(f"  run {rep + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()),
+                  flush=True)
+        raw_us = raw_mpi_allreduce_us(2, tmp)
+        speed = {}
+        for np_, threads in ((1, 0), (1, 1), (2, 0)):
+            speed[(np_, threads)] = run_training(np_, "mpi", [*common, "--batch-size", 256, "--threads", threads],
+                                                 os.path.join(tmp, f"np{np_}t{threads}"))["summary"]["samples_per_s"]
+    m = {k: statistics.median(v) for k, v in rates.items()}
+    op = statistics.median(p[0] for p in per_step_us)
+    transfer = statistics.median(p[1] for p in per_step_us)
+    print(f"one epoch of 60,000 MNIST-shaped images, np=2, batch 32/rank, Adam lr 1e-3 (median of {args.repeats}):")
+    print(f"  PyTorch DDP, gloo, DataLoader (the seed's design)  {m['ddp']:>8,.0f} samples/s")
+    print(f"  hvd_mlp, Horovod over MPI                          {m['hvd']:>8,.0f} samples/s  "
+          f"{m['hvd'] / m['ddp']:.2f}x the baseline")
+    print(f"  hvd_mlp with the timeline (window)                 {m['hvd+timeline']:>8,.0f} samples/s  "
+          f"recording costs {100 * (1 - m['hvd+timeline'] / m['hvd']):+.1f}%")
+    print(f"  raw MPI_Allreduce of the same 2.27 MB (commbench)  {raw_us / 1e3:>8.2f} ms")
+    print(f"  Horovod's transfer per step (timeline)             {transfer / 1e3:>8.2f} ms  {transfer / raw_us:.2f}x raw")
+    print(f"  Horovod's whole op per step (+ fusion copies)      {op / 1e3:>8.2f} ms  {op / raw_us:.2f}x raw")
+    print(f"batch 256/rank: np=1 {speed[(1, 0)]:,.0f} samples/s (2 threads), {speed[(1, 1)]:,.0f} (1 thread); "
+          f"np=2 {speed[(2, 0)]:,.0f} -> speedup {speed[(2, 0)] / speed[(1, 0)]:.2f} "
+          f"(vs one single-threaded rank {speed[(2, 0)] / speed[(1, 1)]:.2f})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="hvd_mlp.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -196,8 +256,11 @@ def main(argv=None):
     sc.add_argument("--batch-size", type=int, default=64, help="per rank (default: 64)")
     sc.add_argument("--runs", default="runs", help="where the sweep's run directories go (default: runs)")
     sc.add_argument("--out", default="docs/figures", help="where the figures go (default: docs/figures)")
+    c = sub.add_parser("compare", help="hvd_mlp against the seed's DDP design, side by side")
+    c.add_argument("--repeats", type=int, default=2, help="runs of each (default: 2)")
     args = parser.parse_args(argv)
-    {"timeline": bench_timeline, "recording": bench_recording, "scaling": bench_scaling}[args.command](args)
+    {"timeline": bench_timeline, "recording": bench_recording, "scaling": bench_scaling,
+     "compare": bench_compare}[args.command](args)
 
 
 if __name__ == "__main__":

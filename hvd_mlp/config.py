@@ -58,12 +58,15 @@ class Config:
     warmup_epochs: float = _opt(1.0, "epochs of linear warm-up from lr to lr x size (Goyal et al.); 0 = none")
     lr_step: int = _opt(4, "multiply the learning rate by lr-gamma every lr-step epochs; 0 = never")
     lr_gamma: float = _opt(0.5, "StepLR factor")
+    fused_optimizer: bool = _opt(True, "fused Adam/SGD kernel (one pass over all parameters)")
     seed: int = _opt(42, "seed of the model init, the shuffles and dropout")
     max_steps: int = _opt(0, "cap on training steps per epoch, for quick runs; 0 = whole epochs")
     # horovod
     fp16_allreduce: bool = _opt(False, "compress gradients to fp16 for the allreduce")
     adasum: bool = _opt(False, "combine gradients with Adasum instead of averaging")
     backward_passes_per_step: int = _opt(1, "local gradient accumulation before each allreduce")
+    allreduce_groups: int = _opt(1, "split the gradients into this many groups, each allreduced as one when all "
+                                    "of it is ready (DistributedOptimizer groups=); 0 = per tensor, fused by cycle")
     # not "--timeline": horovodrun reads its own arguments even after the command, and that prefix is ambiguous there
     timeline_mode: str = _opt("off", "record Horovod's timeline into the run directory: off | window (a window "
                                      "of steps per epoch, cheap) | full (every step); the flag alone means window",
@@ -87,7 +90,7 @@ class Config:
         """Raise UserError naming the first bad value."""
         positive = ("epochs", "batch_size", "backward_passes_per_step", "timeline_steps", "synthetic_size",
                     "commit_every")
-        non_negative = ("max_steps", "threads", "checkpoint_every", "log_every", "lr_step", "weight_decay",
+        non_negative = ("max_steps", "threads", "allreduce_groups", "checkpoint_every", "log_every", "lr_step", "weight_decay",
                         "warmup_epochs", "momentum")
         for name in positive:
             if getattr(self, name) <= 0:

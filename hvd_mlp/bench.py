@@ -182,26 +182,12 @@ def bench_scaling(args):
     print(f"wrote {len(written)} figures to {args.out}")
 
 
-def write_mnist_shaped(root: str, n_train: int = 60000, n_val: int = 10000, seed: int = 0):
-    """IDX files in torchvision's MNIST layout (random pixels), so both designs read the very same files."""
-    import numpy as np
-    from hvd_mlp.data import MNIST_FILES, mnist_raw_dir
-    raw = mnist_raw_dir(root)
-    os.makedirs(raw, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("val", n_val)):
-        for name, array in zip(MNIST_FILES[split], (rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n))):
-            header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-            with open(os.path.join(raw, name), "wb") as fh:
-                fh.write(header + array.astype(np.uint8).tobytes())
-
-
 def bench_compare(args):
-    from hvd_mlp import baseline
+    from hvd_mlp import baseline, data
     rates = {"ddp": [], "hvd": [], "hvd+timeline": []}
     per_step_us = []
     with tempfile.TemporaryDirectory() as tmp:
-        write_mnist_shaped(tmp)
+        data.write_mnist_shaped(tmp)
         common = ["--dataset", "mnist", "--data-dir", tmp, "--epochs", 1, "--batch-size", 32, "--lr", 1e-3,
                   "--log-every", 0, "--checkpoint-every", 0]
         for rep in range(args.repeats):

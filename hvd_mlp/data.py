@@ -74,6 +74,25 @@ def _read_idx(path: str, want_dims: int) -> np.ndarray:
     return np.frombuffer(bytearray(blob), dtype=np.uint8, offset=header).reshape(dims)  # writable for torch
 
 
+def write_idx(path: str, array: np.ndarray):
+    """The IDX format _read_idx reads: magic (0, 0, 8 = uint8, ndim), big-endian dims, bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist_shaped(data_dir: str, n_train: int = 60000, n_val: int = 10000, seed: int = 0) -> str:
+    """Random-pixel IDX files in torchvision's MNIST layout (benchmarks and tests read them as MNIST); the raw dir."""
+    raw = mnist_raw_dir(data_dir)
+    os.makedirs(raw, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        images, labels = MNIST_FILES[split]
+        write_idx(os.path.join(raw, images), rng.integers(0, 256, (n, 28, 28)))
+        write_idx(os.path.join(raw, labels), rng.integers(0, 10, n))
+    return raw
+
+
 def load_mnist(data_dir: str) -> Dataset:
     missing = mnist_missing(data_dir)
     if missing:

@@ -1,5 +1,6 @@
 """Data: shards, the stratified sample split, synthetic data, and damaged MNIST files named in one line."""
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -62,20 +63,8 @@ def test_synthetic_is_seeded():
     assert torch.equal(a.train_x, b.train_x) and a.val_x.shape == (100, 784)
 
 
-def _write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 def _fake_mnist(root, n_train=60, n_val=20):
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("val", n_val)):
-        images, labels = data.MNIST_FILES[split]
-        _write_idx(raw / images, rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(raw / labels, rng.integers(0, 10, n))
-    return raw
+    return pathlib.Path(data.write_mnist_shaped(str(root), n_train, n_val))
 
 
 def test_mnist_idx_files_load(tmp_path):

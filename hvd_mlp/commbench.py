@@ -8,7 +8,6 @@ of sizes; prints per size the median time, algorithm bandwidth (bytes / t) and b
 the ring allreduce's traffic per link), so Horovod's allreduce per step can be held against it.
 """
 import argparse
-import json
 import os
 import sys
 import time

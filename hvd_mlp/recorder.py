@@ -58,7 +58,7 @@ class TimelineRecorder:
         self.window["end_unix_us"] = timeline.now_us()
         self.recording = False
 
-    def end_epoch(self, epoch: int):
+    def end_epoch(self):
         """The epoch's recorded window (dict), or None when not in window mode."""
         if self.mode != "window":
             return None

@@ -205,7 +205,7 @@ def train_epochs(state, run):
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
                 log(f"  epoch {epoch} step {step + 1}/{steps} loss {loss.item():.4f}")
         epoch_time, epoch_end_us = time.perf_counter() - t_start, now_us()
-        window = run.recorder.end_epoch(epoch)
+        window = run.recorder.end_epoch()
 
         # ------------------------------------------------------------------------------------ validation and metrics
         model.eval()

@@ -163,7 +163,8 @@ def test_timeline_of_a_real_run(tmp_path, controller, mode):
     assert cli.returncode == 0, cli.stderr
     summary = json.loads(cli.stdout)
     assert summary["total"]["allreduce_bytes"] > 0 and len(summary["epochs"]) == 2
-    assert any(t["name"].startswith("allreduce.") for t in summary["tensors"])
+    # one allreduce group (the default): Horovod names them grouped_allreduce.<first tensor>_<k>of<n>
+    assert sum(t["name"].startswith("grouped_allreduce.") for t in summary["tensors"]) == 8
 
 
 def test_user_timeline_filename_is_honoured(tmp_path):

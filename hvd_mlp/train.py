@@ -75,8 +75,10 @@ def train(cfg):
     # Open MPI busy-polls by default; with ranks >= cores its polling steals the core the other rank computes on
     os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
     # Horovod's background thread looks for ready tensors every 1 ms by default: up to 1 ms of idle wait per step,
-    # when a whole step computes in ~2 ms here. 0.1 ms: +10% samples/s (docs/performance.md); env overrides
-    os.environ.setdefault("HOROVOD_CYCLE_TIME", "0.1")
+    # when a whole step computes in ~2 ms here. Under MPI 0.1 ms gave +10% samples/s; under Gloo (horovodrun sets
+    # its rendezvous address) each cycle is a TCP round and 0.1 ms cost 23% instead (docs/performance.md)
+    if "HOROVOD_GLOO_RENDEZVOUS_ADDR" not in os.environ:
+        os.environ.setdefault("HOROVOD_CYCLE_TIME", "0.1")
 
     # ---------------------------------------------------------------------------------------- Horovod and machine
     hvd.init()  # HVD

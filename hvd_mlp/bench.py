@@ -104,13 +104,20 @@ def bench_timeline(args):
     print(f"summarize {size_mb:,.0f} MB: {elapsed:.1f} s, {size_mb / elapsed:,.0f} MB/s, peak RSS {peak_mb:,.0f} MB")
 
 
+BIN = os.path.dirname(sys.executable)
+
+
+def horovodrun(np_: int, controller: str, module: str, args: list) -> list:
+    """The command line running `python -m module args` on np local ranks with this venv's horovodrun."""
+    return [os.path.join(BIN, "horovodrun"), "-np", str(np_), "-H", f"localhost:{np_}", f"--{controller}",
+            sys.executable, "-m", module, *map(str, args)]
+
+
 def run_training(np_: int, controller: str, train_args: list, out_dir: str) -> dict:
     """One hvd_mlp training under the real horovodrun; its results.json."""
-    bin_dir = os.path.dirname(sys.executable)
-    cmd = [os.path.join(bin_dir, "horovodrun"), "-np", str(np_), "-H", f"localhost:{np_}", f"--{controller}",
-           sys.executable, "-m", "hvd_mlp.train", *map(str, train_args), "--output-dir", out_dir]
     env = {k: v for k, v in os.environ.items() if k != "HOROVOD_TIMELINE"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PATH": f"{bin_dir}:{env['PATH']}"})
+    proc = subprocess.run(horovodrun(np_, controller, "hvd_mlp.train", [*train_args, "--output-dir", out_dir]),
+                          capture_output=True, text=True, env={**env, "PATH": f"{BIN}:{env['PATH']}"})
     if proc.returncode:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         sys.exit(f"hvd_mlp.bench: error: training failed ({' | '.join(tail)})")
@@ -140,11 +147,10 @@ def bench_recording(args):
 def raw_mpi_allreduce_us(np_: int, out_dir: str) -> float:
     """commbench's median time for the MLP's gradient bytes at np ranks (np >= 2), in microseconds."""
     from hvd_mlp.commbench import MODEL_FLOATS
-    bin_dir = os.path.dirname(sys.executable)
     out = os.path.join(out_dir, f"commbench-np{np_}.json")
-    cmd = [os.path.join(bin_dir, "horovodrun"), "-np", str(np_), "-H", f"localhost:{np_}", "--mpi", sys.executable,
-           "-m", "hvd_mlp.commbench", "--sizes", str(MODEL_FLOATS * 4), "--repeats", "100", "--json", out]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(horovodrun(np_, "mpi", "hvd_mlp.commbench",
+                                     ["--sizes", MODEL_FLOATS * 4, "--repeats", 100, "--json", out]),
+                          capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"hvd_mlp.bench: error: commbench failed: {proc.stderr.strip()[-300:]}")
     with open(out) as fh:
@@ -170,8 +176,9 @@ def bench_scaling(args):
     rows = report.scaling_rows(runs)
     print(f"scaling sweep, batch {args.batch_size}/rank, {args.steps} steps x {args.epochs} epochs, synthetic "
           f"60,000 images (runs in {sweep_dir})")
-    print(f"{report.format_rows(rows).splitlines()[0]} {'allreduce/step':>15} {'raw MPI':>8} {'ratio':>6}")
-    for row, line in zip(rows, report.format_rows(rows).splitlines()[1:]):
+    header, *lines = report.format_rows(rows).splitlines()
+    print(f"{header} {'allreduce/step':>15} {'raw MPI':>8} {'ratio':>6}")
+    for row, line in zip(rows, lines):
         res = next(r for r in runs if r["name"] == row["name"])
         steady = [e for e in (res["epochs"][1:] or res["epochs"]) if "op_us" in e.get("comm", {})]
         per_step = sum(e["comm"]["op_us"] for e in steady) / max(1, sum(e["steps"] for e in steady))

@@ -175,7 +175,8 @@ def format_rows(rows: list) -> str:
     return "\n".join(lines)
 
 
-def make_report(run_dirs: list, out: str) -> list:
+def make_report(run_dirs: list, out: str) -> tuple:
+    """(the PNG files written, the scaling rows when there are several runs)."""
     runs = [load_run(d) for d in run_dirs]
     try:
         os.makedirs(out, exist_ok=True)

@@ -25,6 +25,7 @@ from hvd_mlp import checkpoint, data, storage
 from hvd_mlp.config import UserError, launch_rank, parse_args, report_and_exit, to_dict
 from hvd_mlp.model import MLP, parameter_count
 from hvd_mlp.recorder import TimelineRecorder
+from hvd_mlp.timeline import now_us
 
 
 def learning_rate(cfg, size: int, progress: float) -> float:
@@ -36,10 +37,6 @@ def learning_rate(cfg, size: int, progress: float) -> float:
     if cfg.lr_step:
         lr *= cfg.lr_gamma ** int(progress // cfg.lr_step)
     return lr
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def log(*args):

@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from hvd_mlp.errors import ArgumentParser, UserError, command_line
+
 # hvd_mlp's default MLP: 4 Linear layers, weight and bias each
 TENSORS = [("0.weight", "[512, 784]"), ("0.bias", "[512]"), ("3.weight", "[256, 512]"), ("3.bias", "[256]"),
            ("6.weight", "[128, 256]"), ("6.bias", "[128]"), ("9.weight", "[10, 128]"), ("9.bias", "[10]")]
@@ -98,7 +100,7 @@ def bench_timeline(args):
                           capture_output=True, text=True)
     elapsed = time.perf_counter() - t
     if proc.returncode:
-        sys.exit(f"hvd_mlp.bench: error: summarize failed: {proc.stderr.strip()}")
+        raise UserError(f"summarize failed: {proc.stderr.strip()}")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     size_mb = os.path.getsize(args.file) / 1e6
     print(f"summarize {size_mb:,.0f} MB: {elapsed:.1f} s, {size_mb / elapsed:,.0f} MB/s, peak RSS {peak_mb:,.0f} MB")
@@ -120,7 +122,7 @@ def run_training(np_: int, controller: str, train_args: list, out_dir: str) -> d
                           capture_output=True, text=True, env={**env, "PATH": f"{BIN}:{env['PATH']}"})
     if proc.returncode:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        sys.exit(f"hvd_mlp.bench: error: training failed ({' | '.join(tail)})")
+        raise UserError(f"training failed ({' | '.join(tail)})")
     with open(os.path.join(out_dir, "results.json")) as fh:
         return json.load(fh)
 
@@ -152,7 +154,7 @@ def raw_mpi_allreduce_us(np_: int, out_dir: str) -> float:
                                      ["--sizes", MODEL_FLOATS * 4, "--repeats", 100, "--json", out]),
                           capture_output=True, text=True)
     if proc.returncode:
-        sys.exit(f"hvd_mlp.bench: error: commbench failed: {proc.stderr.strip()[-300:]}")
+        raise UserError(f"commbench failed: {proc.stderr.strip()[-300:]}")
     with open(out) as fh:
         return json.load(fh)["rows"][0]["time_us"]
 
@@ -230,8 +232,9 @@ def bench_compare(args):
           f"(vs one single-threaded rank {speed[(2, 0)] / speed[(1, 1)]:.2f})")
 
 
+@command_line("hvd_mlp.bench")
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="hvd_mlp.bench", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="hvd_mlp.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("timeline", help="time and peak memory of summarising a large timeline")
     t.add_argument("--size-mb", type=float, default=1000, help="timeline size (default: 1000)")

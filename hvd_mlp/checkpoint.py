@@ -6,7 +6,8 @@ import time
 import horovod.torch as hvd
 
 from hvd_mlp import storage
-from hvd_mlp.config import UserError, to_dict
+from hvd_mlp.config import to_dict
+from hvd_mlp.errors import UserError
 
 NAME = "checkpoint.pt"
 

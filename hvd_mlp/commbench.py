@@ -7,14 +7,12 @@ Times mpi4py's Allreduce (float32, SUM, in place) of the MLP's whole gradient (5
 of sizes; prints per size the median time, algorithm bandwidth (bytes / t) and bus bandwidth (2(N-1)/N x bytes / t,
 the ring allreduce's traffic per link), so Horovod's allreduce per step can be held against it.
 """
-import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
-from hvd_mlp.config import launch_rank
+from hvd_mlp.errors import ArgumentParser, UserError, command_line
 
 MODEL_FLOATS = 567_434  # hvd_mlp's default MLP
 DEFAULT_SIZES = [4 << 10, 64 << 10, 256 << 10, 1 << 20, MODEL_FLOATS * 4, 8 << 20, 32 << 20]
@@ -35,8 +33,9 @@ def time_allreduce(comm, nbytes: int, repeats: int, warmup: int = 3) -> float:
     return float(comm.allreduce(float(np.median(times)), op=MPI.MAX))
 
 
+@command_line("hvd_mlp.commbench")
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="hvd_mlp.commbench", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="hvd_mlp.commbench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=DEFAULT_SIZES,
                         help="bytes per allreduce, comma separated (default: 4 KiB .. 32 MiB and the MLP's gradient)")
     parser.add_argument("--repeats", type=int, default=50, help="timed repetitions per size (default: 50)")
@@ -47,10 +46,9 @@ def main(argv=None):
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     if size < 2:
-        if launch_rank() == 0:  # under --gloo every process is rank 0 of its own MPI world: ask the launcher
-            print("hvd_mlp.commbench: error: run it with >= 2 MPI ranks (horovodrun -np 2 --mpi ... or mpirun -np 2 "
-                  "...); under --gloo mpi4py sees a world of 1", file=sys.stderr)
-        sys.exit(2)
+        # under --gloo every process is rank 0 of its own MPI world: exit_with asks the launcher for the rank
+        raise UserError("run it with >= 2 MPI ranks (horovodrun -np 2 --mpi ... or mpirun -np 2 ...); under --gloo "
+                        "mpi4py sees a world of 1")
     rows = []
     for nbytes in sorted(args.sizes):
         t = time_allreduce(comm, nbytes, args.repeats)

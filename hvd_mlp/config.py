@@ -4,33 +4,15 @@ Precedence: dataclass defaults < `--config run.toml` < command-line flags. Each 
 """
 import argparse
 import dataclasses
-import os
 import sys
 from dataclasses import dataclass, field, fields
+
+from hvd_mlp.errors import ArgumentParser, UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad flag, bad file, missing data): reported as one line, exit status 2."""
-
-
-def report_and_exit(prog: str, err: Exception, status: int = 2):
-    """Print one clear line and exit. Under horovodrun every rank fails alike, so only rank 0 speaks."""
-    if launch_rank() == 0:
-        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
-    sys.exit(status)
-
-
-def launch_rank() -> int:
-    """This process's global rank as the launcher set it, readable before hvd.init()."""
-    for var in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
-        if var in os.environ:
-            return int(os.environ[var])
-    return 0
 
 
 def _opt(default, help, **kw):
@@ -123,13 +105,8 @@ def _parse_hidden(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print usage plus the error; we want one line
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="hvd_mlp.train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train an MLP on MNIST with Horovod. Launch: horovodrun -np 4 python -m hvd_mlp.train")
     parser.add_argument("--config", metavar="TOML", help="settings file; flags given here override it")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hvd_mlp.config import UserError
+from hvd_mlp.errors import UserError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MNIST_FILES = {  # split -> (images, labels), as torchvision stores them under <data-dir>/MNIST/raw

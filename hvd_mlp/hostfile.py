@@ -6,11 +6,9 @@
 Format: one `<host> slots=<N>` per line. horovodrun itself crashes with a bare IndexError on a comment or a blank
 line, and says little on other mistakes; this names the line and the problem.
 """
-import argparse
 import re
-import sys
 
-from hvd_mlp.config import UserError
+from hvd_mlp.errors import ArgumentParser, UserError, command_line
 
 HOST = re.compile(r"^[A-Za-z0-9_.:\[\]-]+$")
 
@@ -58,8 +56,9 @@ def check(path: str, np_: int = 0) -> list:
     return hosts
 
 
+@command_line("hvd_mlp.hostfile")
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="hvd_mlp.hostfile", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="hvd_mlp.hostfile", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="validate a hostfile (and that it has -np slots)")
     c.add_argument("file")
@@ -69,11 +68,7 @@ def main(argv=None):
     k.add_argument("out")
     k.add_argument("--np", type=int, default=0, help="processes the launch will start")
     args = parser.parse_args(argv)
-    try:
-        hosts = check(args.file, args.np)
-    except UserError as e:
-        print(f"hvd_mlp.hostfile: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    hosts = check(args.file, args.np)
     if args.command == "clean":
         with open(args.out, "w") as fh:
             fh.writelines(f"{host} slots={slots}\n" for host, slots in hosts)

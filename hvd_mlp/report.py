@@ -7,10 +7,8 @@ communication and other time, with the timeline's communication in flight), <nam
 bandwidth per epoch; needs a timeline). For several runs also scaling.png: samples/s and speedup against world
 size with the ideal line, parallel efficiency, and communication share, MPI and Gloo side by side.
 """
-import argparse
 import json
 import os
-import sys
 from collections import defaultdict
 
 import matplotlib
@@ -18,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from hvd_mlp.config import UserError  # noqa: E402
+from hvd_mlp.errors import ArgumentParser, UserError, command_line  # noqa: E402
 from hvd_mlp.storage import atomic_file  # noqa: E402
 
 COLORS = {"compute": "#4C72B0", "exposed": "#DD8452", "other": "#BBBBBB", "mpi": "#4C72B0", "gloo": "#C44E52"}
@@ -193,20 +191,17 @@ def make_report(run_dirs: list, out: str) -> tuple:
     return [w for w in written if w], rows
 
 
+@command_line("hvd_mlp.report")
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="hvd_mlp.report", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="hvd_mlp.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (holding results.json)")
     parser.add_argument("--out", required=True, help="directory for the PNG figures")
     args = parser.parse_args(argv)
-    try:
-        written, rows = make_report(args.runs, args.out)
-        if rows:
-            print(format_rows(rows))
-        for path in written:
-            print(f"wrote {path}")
-    except UserError as e:
-        print(f"hvd_mlp.report: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    written, rows = make_report(args.runs, args.out)
+    if rows:
+        print(format_rows(rows))
+    for path in written:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

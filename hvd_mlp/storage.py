@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 
-from hvd_mlp.config import UserError
+from hvd_mlp.errors import UserError
 
 
 @contextlib.contextmanager

@@ -7,13 +7,13 @@ The file is read in chunks (memory bounded whatever its size). Each tensor is a 
 nest NEGOTIATE_* -> op (ALLREDUCE, ...) -> activities (QUEUE, MEMCPY_*, MPI_/GLOO_/NCCL_ALLREDUCE). Fused tensors
 show the same activity at the same moment, so every class is measured as the union of its spans across tensors.
 """
-import argparse
 import collections
 import json
 import math
 import sys
 import time
 
+from hvd_mlp.errors import ArgumentParser, UserError, command_line
 from hvd_mlp.intervals import IntervalUnion
 from hvd_mlp.storage import atomic_file
 
@@ -29,7 +29,7 @@ FLUSH_EVERY = 50_000  # spans between folds of the interval unions
 MAX_PENDING = 1 << 26  # an "event" longer than 64 MiB means this is not a timeline
 
 
-class TimelineError(Exception):
+class TimelineError(UserError):
     """The file cannot be analysed at all (empty, not a timeline, unreadable)."""
 
 
@@ -337,8 +337,9 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+@command_line("hvd_mlp.timeline")
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="hvd_mlp.timeline", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="hvd_mlp.timeline", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summarize", help="communication figures, in total and per epoch")
     s.add_argument("timeline")
@@ -349,17 +350,13 @@ def main(argv=None):
     r.add_argument("input")
     r.add_argument("output")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "repair":
-            counts = repair(args.input, args.output)
-            warn(counts.pop("warnings"))
-            print(f"wrote {args.output}: {counts['events']:,} events, {counts['orphans']} orphan ends dropped, "
-                  f"{counts['closed']} open spans closed")
-            return
-        report = summarize(args.timeline, load_epochs(args.results) if args.results else None, args.top)
-    except TimelineError as e:
-        print(f"hvd_mlp.timeline: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if args.command == "repair":
+        counts = repair(args.input, args.output)
+        warn(counts.pop("warnings"))
+        print(f"wrote {args.output}: {counts['events']:,} events, {counts['orphans']} orphan ends dropped, "
+              f"{counts['closed']} open spans closed")
+        return
+    report = summarize(args.timeline, load_epochs(args.results) if args.results else None, args.top)
     print(json.dumps(report, indent=1) if args.json else format_report(report), flush=True)
     warn(report.pop("warnings"))
 

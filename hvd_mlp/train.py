@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from horovod.common.exceptions import HorovodInternalError
 
 from hvd_mlp import checkpoint, data, storage
-from hvd_mlp.config import UserError, launch_rank, parse_args, report_and_exit, to_dict
+from hvd_mlp.config import parse_args, to_dict
+from hvd_mlp.errors import UserError, command_line, exit_with, launch_rank
 from hvd_mlp.model import MLP, parameter_count
 from hvd_mlp.recorder import TimelineRecorder
 from hvd_mlp.timeline import now_us
@@ -262,16 +263,14 @@ def summarize(history: list) -> dict:
             "final_val_acc": history[-1]["val_acc"], "best_val_acc": max(e["val_acc"] for e in history)}
 
 
+@command_line("hvd_mlp.train")
 def main(argv=None):
     try:
         train(parse_args(argv))
-    except UserError as e:
-        report_and_exit("hvd_mlp.train", e)
     except HorovodInternalError as e:  # a peer died or hung (non-elastic): say so once per surviving rank
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"hvd_mlp.train: error: rank {os.environ.get('HOROVOD_RANK', '?')} lost its peers ({first_line[:160]}); "
-              "continue from the last checkpoint with --resume auto", file=sys.stderr, flush=True)
-        sys.exit(1)
+        exit_with("hvd_mlp.train", f"rank {launch_rank()} lost its peers ({first_line[:160]}); continue from the "
+                  "last checkpoint with --resume auto", status=1, every_rank=True)
 
 
 if __name__ == "__main__":

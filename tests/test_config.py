@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from hvd_mlp.config import Config, UserError, parse_args
+from hvd_mlp.config import Config, parse_args
+from hvd_mlp.errors import UserError
 
 
 def test_defaults_and_flags():

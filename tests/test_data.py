@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hvd_mlp import data
-from hvd_mlp.config import UserError
+from hvd_mlp.errors import UserError
 
 
 @pytest.mark.parametrize("n, size, batch", [(100, 1, 8), (100, 2, 8), (101, 4, 8), (7, 3, 2), (1000, 4, 64)])

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from hvd_mlp.config import UserError
+from hvd_mlp.errors import UserError
 from hvd_mlp.hostfile import parse
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

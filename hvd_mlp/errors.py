@@ -1,0 +1,85 @@
+"""Errors a user can cause, and the one way out of every command: one line on stderr, a non-zero exit.
+
+    from hvd_mlp.errors import UserError, command_line
+
+    @command_line("hvd_mlp.report")
+    def main(argv=None): ...          # raise UserError("what is wrong") anywhere below: one line, exit 2
+
+Internal bugs still raise with a traceback; only what the user can fix is turned into one line.
+"""
+import argparse
+import functools
+import os
+import sys
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad flag, bad file, missing data): reported as one line, exit status 2."""
+
+
+def launch_rank() -> int:
+    """This process's global rank as the launcher set it, readable before hvd.init() (0 outside a launcher)."""
+    for var in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def exit_with(prog: str, message, status: int = 2, every_rank: bool = False):
+    """Print `prog: error: message` and exit. Under a launcher every rank fails alike, so rank 0 speaks for the
+    job unless the failure is this rank's own (every_rank)."""
+    if every_rank or launch_rank() == 0:
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def command_line(prog: str):
+    """Decorate a `main(argv=None)`: UserError becomes one line and exit 2; Ctrl-C exits 130 without a traceback."""
+    def wrap(main):
+        @functools.wraps(main)
+        def guarded(argv=None):
+            try:
+                return main(argv)
+            except UserError as e:
+                exit_with(prog, e)
+            except KeyboardInterrupt:
+                exit_with(prog, "interrupted", status=130)
+        return guarded
+    return wrap
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (raised as UserError) and no abbreviated options: `--timeline` must not
+    silently mean `--timeline-mode`, nor `--epoch` `--epochs` (horovodrun re-parses what follows it)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise UserError(message)
+
+
+def positive(kind=int):
+    """An argparse type: a number > 0 (and finite), else a one-line error naming the value."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def non_negative_int(text):
+    """An argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 
+from hvd_mlp import results
 from hvd_mlp.errors import ArgumentParser, UserError, command_line
 
 # hvd_mlp's default MLP: 4 Linear layers, weight and bias each
@@ -123,8 +124,7 @@ def run_training(np_: int, controller: str, train_args: list, out_dir: str) -> d
     if proc.returncode:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise UserError(f"training failed ({' | '.join(tail)})")
-    with open(os.path.join(out_dir, "results.json")) as fh:
-        return json.load(fh)
+    return results.to_dict(results.read(out_dir))
 
 
 def bench_recording(args):
@@ -182,7 +182,7 @@ def bench_scaling(args):
     print(f"{header} {'allreduce/step':>15} {'raw MPI':>8} {'ratio':>6}")
     for row, line in zip(rows, lines):
         res = next(r for r in runs if r["name"] == row["name"])
-        steady = [e for e in (res["epochs"][1:] or res["epochs"]) if "op_us" in e.get("comm", {})]
+        steady = [e for e in results.steady(res["epochs"]) if "op_us" in e.get("comm", {})]
         per_step = sum(e["comm"]["op_us"] for e in steady) / max(1, sum(e["steps"] for e in steady))
         mpi = raw.get(row["np"])  # one rank has no raw MPI floor: nothing to hold against
         floor = f"{mpi / 1e3:>5.2f} ms {per_step / mpi:>5.1f}x" if mpi else f"{'-':>8} {'-':>6}"
@@ -192,11 +192,11 @@ def bench_scaling(args):
 
 
 def bench_compare(args):
-    from hvd_mlp import baseline, data
+    from hvd_mlp import baseline, generate
     rates = {"ddp": [], "hvd": [], "hvd+timeline": []}
     per_step_us = []
     with tempfile.TemporaryDirectory() as tmp:
-        data.write_mnist_shaped(tmp)
+        generate.write_mnist_shaped(tmp)
         common = ["--dataset", "mnist", "--data-dir", tmp, "--epochs", 1, "--batch-size", 32, "--lr", 1e-3,
                   "--log-every", 0, "--checkpoint-every", 0]
         for rep in range(args.repeats):

@@ -5,20 +5,40 @@ import time
 
 import horovod.torch as hvd
 
-from hvd_mlp import storage
+from hvd_mlp import results, storage
 from hvd_mlp.config import to_dict
 from hvd_mlp.errors import UserError
 
 NAME = "checkpoint.pt"
+# What a checkpoint fixes: the model's shape, the optimizer state's layout, and the data the epochs were counted on.
+# Anything else (more epochs, another LR, another world size) may change on resume; the changes are listed.
+MUST_MATCH = ("dataset", "synthetic_size", "hidden", "optimizer", "seed")
+FREE_TO_CHANGE = ("epochs", "resume", "output_dir", "overwrite", "log_every", "checkpoint_every", "timeline_mode",
+                  "timeline_steps", "device", "threads", "data_dir")
+
+
+def differences(saved: dict, cfg, keys) -> list:
+    """'name saved -> now' for each setting in keys whose value differs."""
+    now = to_dict(cfg)
+    return [f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in keys if k in now and saved.get(k) != now[k]]
 
 
 def find(cfg, run_dir: str) -> str:
-    """The checkpoint --resume names: a path, or for 'auto' the run directory's, else the newest under runs/."""
+    """The checkpoint --resume names: a path, or for 'auto' the run directory's, else the newest under runs/ whose
+    model, optimizer and data are this run's (an unrelated newer run is passed over, not resumed)."""
     if cfg.resume != "auto":
         return cfg.resume
-    candidates = [os.path.join(run_dir, NAME)] if cfg.output_dir else \
-        sorted(glob.glob(os.path.join("runs", "*", NAME)), key=os.path.getmtime)[-1:]
-    return next((c for c in candidates if os.path.exists(c)), "")
+    if cfg.output_dir:
+        path = os.path.join(run_dir, NAME)
+        return path if os.path.exists(path) else ""
+    for path in sorted(glob.glob(os.path.join("runs", "*", NAME)), key=os.path.getmtime, reverse=True):
+        try:
+            saved = storage.read_checkpoint(path).get("config", {})
+        except UserError:
+            continue
+        if not differences(saved, cfg, MUST_MATCH):
+            return path
+    return ""
 
 
 def run_directory(cfg) -> str:
@@ -31,6 +51,14 @@ def run_directory(cfg) -> str:
     return os.path.dirname(resumed) if resumed else os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
 
 
+def refuse_to_overwrite(cfg, run_dir: str):
+    """A run directory that already holds a run is continued (--resume) or replaced on purpose (--overwrite)."""
+    held = [f for f in (results.FILE, NAME) if os.path.exists(os.path.join(run_dir, f))]
+    if held and not cfg.resume and not cfg.overwrite:
+        raise UserError(f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume auto, "
+                        "replace it with --overwrite, or choose another --output-dir")
+
+
 def load(cfg, run_dir: str, model, optimizer):
     """Rank 0 loads the checkpoint --resume names: (epochs done, their records, error or None). Other ranks load
     nothing; the caller broadcasts. Call after hvd.DistributedOptimizer wrapped the optimizer: the wrapper is a new
@@ -40,12 +68,21 @@ def load(cfg, run_dir: str, model, optimizer):
         return 0, [], None
     try:
         ckpt = storage.read_checkpoint(path)
+        mismatch = differences(ckpt.get("config", {}), cfg, MUST_MATCH)
+        if mismatch:
+            raise UserError(f"checkpoint {path} was written by another model, optimizer or data: "
+                            f"{'; '.join(mismatch)} (start a new run, or resume with the checkpoint's settings)")
+        history = [results.from_dict(results.Epoch, h, f"checkpoint {path}: history") for h in ckpt["history"]]
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
     except UserError as e:
         return 0, [], str(e)
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    print(f"resumed from {path} after epoch {ckpt['epoch']}", flush=True)
-    return ckpt["epoch"], ckpt["history"], None
+    except (RuntimeError, ValueError, KeyError) as e:  # state dicts that do not fit despite matching settings
+        return 0, [], f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:200]})"
+    changed = differences(ckpt["config"], cfg, [k for k in ckpt["config"] if k not in MUST_MATCH + FREE_TO_CHANGE])
+    print(f"resumed from {path} after epoch {ckpt['epoch']}"
+          + (f" (settings changed: {'; '.join(changed)})" if changed else ""), flush=True)
+    return ckpt["epoch"], history, None
 
 
 def resume(cfg, run_dir: str, model, optimizer):
@@ -60,4 +97,4 @@ def resume(cfg, run_dir: str, model, optimizer):
 def save(run_dir: str, cfg, model, optimizer, epoch: int, history: list):
     storage.write_checkpoint(os.path.join(run_dir, NAME), {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-        "config": to_dict(cfg), "history": history})
+        "config": to_dict(cfg), "history": [results.to_dict(e) for e in history]})

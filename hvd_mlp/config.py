@@ -4,6 +4,7 @@ Precedence: dataclass defaults < `--config run.toml` < command-line flags. Each 
 """
 import argparse
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field, fields
 
@@ -62,10 +63,11 @@ class Config:
     device: str = _opt("auto", "auto | cpu | cuda (auto: cuda pinned to the local rank when available)",
                        choices=("auto", "cpu", "cuda"))
     # output
-    output_dir: str = _opt("", "run directory; empty = runs/<timestamp>")
+    output_dir: str = _opt("", "run directory (default: runs/<timestamp>)")
+    overwrite: bool = _opt(False, "replace the run already in --output-dir (without it, a used directory is refused)")
     checkpoint_every: int = _opt(1, "write a checkpoint every N epochs; 0 = never")
     resume: str = _opt("", "checkpoint to resume from: a path, or 'auto' (the run directory's, else the newest "
-                           "under runs/)")
+                           "under runs/ of the same model, optimizer and data; none: start afresh)")
     log_every: int = _opt(100, "progress line every N steps inside an epoch (rank 0); 0 = none")
 
     def validate(self):
@@ -80,6 +82,9 @@ class Config:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        for f in fields(self):
+            if f.type is float and not math.isfinite(getattr(self, f.name)):
+                raise UserError(f"--{_flag(f.name)} must be a finite number, got {getattr(self, f.name)}")
         if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
         if not 0 <= self.dropout < 1:
@@ -107,7 +112,7 @@ def _parse_hidden(text: str) -> tuple:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog="hvd_mlp.train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="hvd_mlp.train",
         description="Train an MLP on MNIST with Horovod. Launch: horovodrun -np 4 python -m hvd_mlp.train")
     parser.add_argument("--config", metavar="TOML", help="settings file; flags given here override it")
     for f in fields(Config):
@@ -123,8 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, nargs="?", const=f.metadata["const"], choices=f.metadata["choices"],
                                 default=argparse.SUPPRESS, help=f"{help_text} (default: {f.default})")
         else:
-            parser.add_argument(flag, type=f.type, default=argparse.SUPPRESS, metavar=f.name.upper(),
-                                help=f"{help_text} (default: {f.default})")
+            choices = f.metadata.get("choices")
+            metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()
+            default = "" if "(default:" in help_text or f.default == "" else f" (default: {f.default})"
+            parser.add_argument(flag, type=f.type, default=argparse.SUPPRESS, metavar=metavar,
+                                help=help_text + default)
     return parser
 
 
@@ -134,6 +142,8 @@ def _from_toml(path: str) -> dict:
             raw = tomllib.load(fh)
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
+    except OSError as e:  # a directory, no permission, ...
+        raise UserError(f"config file {path} cannot be read: {e.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"config file {path} is not valid TOML: {e}") from None
     known = {f.name: f for f in fields(Config)}

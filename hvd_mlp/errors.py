@@ -62,11 +62,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def positive(kind=int):
     """An argparse type: a number > 0 (and finite), else a one-line error naming the value."""
+    what = "a whole number" if kind is int else "a number"
+
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {what} > 0, got {text!r}") from None
         if not value > 0 or value == float("inf"):
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value

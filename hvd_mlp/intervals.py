@@ -1,4 +1,4 @@
-"""Length of a union of intervals, in total and clipped to windows, in bounded memory.
+"""Length of a union of intervals, in total and clipped to ranges (clips: e.g. epochs), in bounded memory.
 
 Spans arrive roughly in time order but not sorted (a span is known when it ends). They wait in `pending`; flush(w)
 merges them and folds into the totals every merged run that ends at or before the watermark w, a time before which
@@ -10,12 +10,12 @@ MAX_KEPT = 100_000
 
 
 class IntervalUnion:
-    def __init__(self, windows=()):
-        self.windows = list(windows)  # [(start, end)] sorted by start, non-overlapping (epochs)
-        self.starts = [w[0] for w in self.windows]
+    def __init__(self, clips=()):
+        self.clips = list(clips)  # [(start, end)] sorted by start, non-overlapping (epochs)
+        self.starts = [c[0] for c in self.clips]
         self.pending = []
         self.total = 0.0
-        self.per_window = [0.0] * len(self.windows)
+        self.per_clip = [0.0] * len(self.clips)
 
     def add(self, start, end):
         if end > start:
@@ -24,10 +24,10 @@ class IntervalUnion:
     def _fold(self, start, end):
         self.total += end - start
         i = max(0, bisect.bisect_right(self.starts, start) - 1)
-        while i < len(self.windows) and self.windows[i][0] < end:
-            lo, hi = max(start, self.windows[i][0]), min(end, self.windows[i][1])
+        while i < len(self.clips) and self.clips[i][0] < end:
+            lo, hi = max(start, self.clips[i][0]), min(end, self.clips[i][1])
             if hi > lo:
-                self.per_window[i] += hi - lo
+                self.per_clip[i] += hi - lo
             i += 1
 
     def flush(self, watermark=float("inf")):
@@ -50,9 +50,9 @@ class IntervalUnion:
             for start, end in keep[:-1]:
                 self._fold(start, end)
             keep = keep[-1:]
-        self.pending[:] = keep  # in place: callers may hold this list to append to it
+        self.pending = keep
 
     def close(self):
-        """(total length, [length inside each window])."""
+        """(total length, [length inside each clip])."""
         self.flush()
-        return self.total, self.per_window
+        return self.total, self.per_clip

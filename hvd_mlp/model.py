@@ -23,3 +23,14 @@ class MLP(nn.Sequential):
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def parameter_count_of(sizes) -> int:
+    """Parameters of MLP(sizes) without building it: each Linear's weights and biases."""
+    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+
+
+def training_bytes(sizes, optimizer: str) -> int:
+    """Memory one rank needs for MLP(sizes) in training: float32 parameters, gradients, Horovod's fusion buffer,
+    and the optimizer's state (Adam: 2 moments; SGD: momentum)."""
+    return parameter_count_of(sizes) * 4 * (3 + (2 if optimizer == "adam" else 1))

@@ -7,7 +7,6 @@ communication and other time, with the timeline's communication in flight), <nam
 bandwidth per epoch; needs a timeline). For several runs also scaling.png: samples/s and speedup against world
 size with the ideal line, parallel efficiency, and communication share, MPI and Gloo side by side.
 """
-import json
 import os
 from collections import defaultdict
 
@@ -16,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+from hvd_mlp import results  # noqa: E402
 from hvd_mlp.errors import ArgumentParser, UserError, command_line  # noqa: E402
 from hvd_mlp.storage import atomic_file  # noqa: E402
 
@@ -23,21 +23,12 @@ COLORS = {"compute": "#4C72B0", "exposed": "#DD8452", "other": "#BBBBBB", "mpi":
 
 
 def load_run(run_dir: str) -> dict:
-    path = os.path.join(run_dir, "results.json")
-    try:
-        with open(path) as fh:
-            res = json.load(fh)
-    except FileNotFoundError:
-        raise UserError(f"{run_dir} holds no results.json (is it a hvd_mlp run directory?)") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} is unreadable: {e}") from None
-    if not isinstance(res, dict) or not res.get("epochs"):
-        raise UserError(f"{path} holds no finished epoch")
-    res["name"] = os.path.basename(os.path.normpath(run_dir))
-    return res
+    """The run record (results.read checks it) as the plain dicts the figures index, with its name."""
+    record = results.read_finished(run_dir)
+    return {**results.to_dict(record), "name": record.name}
 
 
-def save(fig, path: str):
+def save_figure(fig, path: str):
     fig.tight_layout()
     with atomic_file(path) as fh:
         fig.savefig(fh, format="png", dpi=120)
@@ -64,7 +55,7 @@ def plot_training(res: dict, path: str):
         ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title(res))
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_time(res: dict, path: str):
@@ -87,7 +78,7 @@ def plot_time(res: dict, path: str):
     ax.set_ylim(0, 1.1 * max(e["epoch_time_s"] for e in ep))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
     ax.grid(axis="y", alpha=0.3)
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_comm(res: dict, path: str):
@@ -104,7 +95,7 @@ def plot_comm(res: dict, path: str):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title(res) + (" — window scaled to epoch" if "scaled_from_steps" in ep[0]["comm"] else ""))
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------- several runs
@@ -120,7 +111,7 @@ def scaling_rows(runs: list) -> list:
         base = group[0]
         base_rate = base["summary"]["samples_per_s"] / base["world"]["size"]  # per rank
         for res in group:
-            steady = res["epochs"][1:] or res["epochs"]
+            steady = results.steady(res["epochs"])
             comm = [e["comm"]["comm_share"] for e in steady if "comm_share" in e.get("comm", {})]
             n, rate = res["world"]["size"], res["summary"]["samples_per_s"]
             speedup = rate / base_rate  # against one rank (the smallest world's rate per rank)
@@ -162,7 +153,7 @@ def plot_scaling(rows: list, path: str):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("scaling on this machine (batch per rank fixed)")
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def format_rows(rows: list) -> str:

@@ -5,6 +5,7 @@ A kill at any moment leaves either the previous file or the new one, never a tor
 import contextlib
 import json
 import os
+import pickle
 import tempfile
 
 from hvd_mlp.errors import UserError
@@ -50,9 +51,17 @@ def read_checkpoint(path: str) -> dict:
     import torch
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain data only, so a checkpoint from anyone cannot run code on every rank
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"checkpoint {path} is a directory, not a file") from None
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):  # the weights-only unpickler refused a Python object
+            raise UserError(f"checkpoint {path} holds Python objects beyond tensors and plain data; hvd_mlp never "
+                            "writes those and will not run their code") from None
+        raise UserError(f"checkpoint {path} is corrupt or unreadable (UnpicklingError)") from None
     except Exception as e:  # torch raises many types for a damaged zip/pickle
         raise UserError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or not {"model", "optimizer", "epoch"} <= ckpt.keys():

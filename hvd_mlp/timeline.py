@@ -9,6 +9,7 @@ show the same activity at the same moment, so every class is measured as the uni
 """
 import collections
 import json
+import os
 import math
 import sys
 import time
@@ -178,18 +179,18 @@ class Analysis:
         self.first_ts = ts
         if self.origin_us is None:
             self.origin_us = 0  # a file without the start record: epoch windows must then be in its own clock
-        windows = [(e["start_unix_us"] - self.origin_us, e["end_unix_us"] - self.origin_us) for e in self.epochs]
-        self.unions = {k: IntervalUnion(windows) for k in CLASSES}
+        clips = [(e["start_unix_us"] - self.origin_us, e["end_unix_us"] - self.origin_us) for e in self.epochs]
+        self.unions = {k: IntervalUnion(clips) for k in CLASSES}
 
     def _span(self, pid, name, depth, start, end, args):
         target = self.targets.get((name, depth))
         if target is None:
             kind = classify(name, depth)
             counted = (kind, "comm") if kind in ("op", "negotiate") else (kind,) if kind != "other" else ()
-            target = self.targets[(name, depth)] = (kind, [self.unions[k].pending for k in counted])
-        kind, pendings = target
-        for pending in pendings:
-            pending.append((start, end))
+            target = self.targets[(name, depth)] = (kind, [self.unions[k] for k in counted])
+        kind, unions = target
+        for union in unions:
+            union.add(start, end)
         self.spans += 1
         if self.spans % FLUSH_EVERY == 0:  # keep memory bounded: fold what no later span can overlap
             oldest = min((s[0][1] for s in self.stacks.values() if s), default=end)
@@ -303,34 +304,11 @@ def repair(src: str, dst: str) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------- command line
-def load_epochs(path: str) -> list:
-    """Epoch windows from a results.json (or any JSON with epochs: [{epoch, start_unix_us, end_unix_us}])."""
-    try:
-        with open(path) as fh:
-            epochs = json.load(fh)["epochs"]
-        for e in epochs:
-            int(e["epoch"]), int(e["start_unix_us"]), int(e["end_unix_us"])
-    except OSError as e:
-        raise TimelineError(f"cannot read {path}: {e.strerror}") from None
-    except (ValueError, KeyError, TypeError):
-        raise TimelineError(f"{path} holds no epochs [{{epoch, start_unix_us, end_unix_us}}]") from None
-    return epochs
-
-
 def format_report(report: dict) -> str:
     t, lines = report["total"], []
     lines.append(f"timeline: {t['span_us'] / 1e6:.3f} s traced | allreduce {t['allreduce_ops']:,} tensor ops, "
                  f"{t['allreduce_bytes'] / 1e6:,.1f} MB, {t['bandwidth_MBps']:,.0f} MB/s effective")
     lines.append("union of spans (ms): " + "  ".join(f"{k} {t[f'{k}_us'] / 1e3:,.1f}" for k in CLASSES))
-    if report["epochs"]:
-        lines.append(f"{'epoch':>5} {'time s':>8} " + " ".join(f"{k + ' ms':>13}" for k in CLASSES)
-                     + f" {'MB':>8} {'MB/s':>7} {'comm %':>7} {'exposed s':>9} {'hidden s':>9}")
-        for e in report["epochs"]:
-            lines.append(f"{e['epoch']:>5} {e['epoch_time_s']:>8.2f} "
-                         + " ".join(f"{e[k + '_us'] / 1e3:>13.1f}" for k in CLASSES)
-                         + f" {e['allreduce_bytes'] / 1e6:>8.1f} {e['bandwidth_MBps']:>7.0f}"
-                         f" {100 * e['comm_share']:>6.1f}% {e.get('exposed_s', math.nan):>9.3f}"
-                         f" {e.get('overlapped_s', math.nan):>9.3f}")
     lines.append(f"top {len(report['tensors'])} of {report['tensor_count']} tensors by op time:")
     for x in report["tensors"]:
         lines.append(f"  {x['time_us'] / 1e3:>10.1f} ms {x['ops']:>7,} ops {x['bytes'] / 1e6:>9.1f} MB  {x['name']}")
@@ -341,9 +319,11 @@ def format_report(report: dict) -> str:
 def main(argv=None):
     parser = ArgumentParser(prog="hvd_mlp.timeline", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("summarize", help="communication figures, in total and per epoch")
-    s.add_argument("timeline")
-    s.add_argument("--results", help="results.json of the run: adds per-epoch figures")
+    s = sub.add_parser("summarize", help="communication figures, in total, or per epoch of a run")
+    s.add_argument("timeline", help="a Horovod timeline file, or an hvd_mlp run directory (per-epoch figures from "
+                                    "its timeline files, whatever the --timeline-mode, as the training printed them)")
+    s.add_argument("--results", help="the run (directory or results.json) the timeline file belongs to: per-epoch "
+                                     "figures")
     s.add_argument("--json", action="store_true", help="print JSON instead of tables")
     s.add_argument("--top", type=int, default=10, help="tensors listed (default: 10)")
     r = sub.add_parser("repair", help="write a valid JSON trace that Perfetto and Chrome load")
@@ -356,7 +336,14 @@ def main(argv=None):
         print(f"wrote {args.output}: {counts['events']:,} events, {counts['orphans']} orphan ends dropped, "
               f"{counts['closed']} open spans closed")
         return
-    report = summarize(args.timeline, load_epochs(args.results) if args.results else None, args.top)
+    if args.results or os.path.isdir(args.timeline):
+        from hvd_mlp import epochcomm, results  # they build on this module
+        run, file = (args.results, args.timeline) if args.results else (args.timeline, "")
+        epochs, source = epochcomm.run_comm(run, file)
+        print(json.dumps([results.to_dict(e) for e in epochs], indent=1) if args.json else
+              epochcomm.format_epochs(epochs, source), flush=True)
+        return
+    report = summarize(args.timeline, top=args.top)
     print(json.dumps(report, indent=1) if args.json else format_report(report), flush=True)
     warn(report.pop("warnings"))
 

@@ -1,19 +1,20 @@
 """Data-parallel MLP training with Horovod.
 
     horovodrun -np 4 python -m hvd_mlp.train [--dataset ...] [--timeline-mode] [--help]
-    horovodrun -np 2 --min-np 1 --max-np 4 --host-discovery-script scripts/discover_hosts.sh \
-        python -m hvd_mlp.train --elastic
+    HVD_MLP_HOSTFILE=hostfiles/elastic-local horovodrun -np 2 --min-np 1 --max-np 2 --network-interfaces lo \
+        --host-discovery-script scripts/discover_hosts.sh python -m hvd_mlp.train --elastic --threads 1
 
 Every Horovod call is marked `# HVD` so the distributed part stands out from plain PyTorch:
 init -> threads -> data -> LR x size -> wrap the optimizer -> broadcast parameters and optimizer state ->
 per-epoch shards -> average metrics with allreduce -> rank 0 prints and writes.
 """
 import hashlib
+import math
 import os
 import socket
 import sys
 import time
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import horovod
 import horovod.torch as hvd
@@ -21,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from horovod.common.exceptions import HorovodInternalError
 
-from hvd_mlp import checkpoint, data, storage
-from hvd_mlp.config import parse_args, to_dict
+from hvd_mlp import checkpoint, data, epochcomm, results, storage
+from hvd_mlp.config import Config, parse_args, to_dict
 from hvd_mlp.errors import UserError, command_line, exit_with, launch_rank
-from hvd_mlp.model import MLP, parameter_count
+from hvd_mlp.model import MLP, parameter_count, training_bytes
 from hvd_mlp.recorder import TimelineRecorder
-from hvd_mlp.timeline import now_us
+from hvd_mlp.timeline import TimelineError, now_us
 
 
 def learning_rate(cfg, size: int, progress: float) -> float:
@@ -45,7 +46,7 @@ def log(*args):
         print(*args, flush=True)
 
 
-def load_data(cfg) -> data.Dataset:
+def load_data(cfg) -> data.ResidentData:
     """Resolve --dataset; for MNIST one process per host downloads while the others wait."""
     name = cfg.dataset
     if name == "synthetic":
@@ -65,8 +66,31 @@ def load_data(cfg) -> data.Dataset:
     return data.load_mnist(cfg.data_dir) if name in ("mnist", "auto") else data.load_mnist_sample(cfg.seed)
 
 
+@dataclass
+class Run:
+    """What the loop needs besides the elastic state: settings, where to write, the data on its device."""
+    cfg: Config
+    run_dir: str
+    device: torch.device
+    recorder: TimelineRecorder
+    record: results.RunRecord
+    dataset: data.ResidentData
+
+
+def check_launch(cfg):
+    """Settings that only fail later, or silently, under the wrong launch: refuse them up front."""
+    if cfg.elastic and os.environ.get("HOROVOD_ELASTIC") != "1":
+        raise UserError("--elastic needs an elastic launch: horovodrun --min-np N --max-np M "
+                        "--host-discovery-script SCRIPT ... (this job was started without them, so it would not "
+                        "survive a lost worker; docs/reliability.md)")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but torch sees no CUDA device here (use --device cpu or auto)")
+
+
 def train(cfg):
+    check_launch(cfg)
     run_dir = checkpoint.run_directory(cfg)
+    checkpoint.refuse_to_overwrite(cfg, run_dir)  # every rank: all stop alike, none waits for a peer that left
     if launch_rank() == 0:
         storage.make_run_dir(run_dir)
     recorder = TimelineRecorder.before_init(cfg.timeline_mode, run_dir, cfg.timeline_steps)
@@ -91,7 +115,10 @@ def train(cfg):
 
     # ---------------------------------------------------------------------------------------- data, model, optimizer
     ds = load_data(cfg)
-    model = MLP((ds.train_x.shape[1], *cfg.hidden, 10), cfg.dropout).to(device)
+    sizes = (ds.train_x.shape[1], *cfg.hidden, data.NUM_CLASSES)
+    data.check_fits(training_bytes(sizes, cfg.optimizer), f"the model {'-'.join(map(str, sizes))}",
+                    hvd.local_size())  # HVD
+    model = MLP(sizes, cfg.dropout).to(device)
     # fused: one kernel for all parameters (Adam 0.45 ms a step instead of 1.33 on one core, docs/performance.md)
     opt_kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "fused": cfg.fused_optimizer}
     optimizer = torch.optim.Adam(model.parameters(), **opt_kw) if cfg.optimizer == "adam" else \
@@ -113,11 +140,10 @@ def train(cfg):
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)  # HVD: every rank starts from rank 0's weights
         hvd.broadcast_optimizer_state(optimizer, root_rank=0)  # HVD: ... and rank 0's optimizer state
 
-    results = {"config": to_dict(cfg), "parameters": parameter_count(model),
-               "dataset": {"name": ds.name, "train": len(ds.train_x), "val": len(ds.val_x)}, "summary": {}}
-    run = SimpleNamespace(cfg=cfg, run_dir=run_dir, device=device, recorder=recorder, results=results,
-                          train_x=ds.train_x.to(device), train_y=ds.train_y.to(device),
-                          val_x=ds.val_x.to(device), val_y=ds.val_y.to(device))
+    record = results.RunRecord(config=to_dict(cfg), parameters=parameter_count(model), world=None,  # set by the loop
+                               dataset=results.DatasetInfo(ds.name, len(ds.train_x), len(ds.val_x)))
+    run = Run(cfg, run_dir, device, recorder, record, data.ResidentData(
+        ds.name, ds.train_x.to(device), ds.train_y.to(device), ds.val_x.to(device), ds.val_y.to(device)))
     # what an elastic job carries across world changes; commit() snapshots it, a failure rolls back to it
     state = hvd.elastic.TorchState(model=model, optimizer=optimizer, epoch=done + 1, samples_done=0,  # HVD
                                    history=history, world_changes=[])
@@ -128,139 +154,169 @@ def train(cfg):
 
     # ---------------------------------------------------------------------------------------- finish
     digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
-    results["world"]["param_digests"] = hvd.allgather_object(digest, name="params.digest")  # HVD: all equal?
+    record.world.param_digests = hvd.allgather_object(digest, name="params.digest")  # HVD: all equal?
     rank = hvd.rank()  # HVD
     hvd.shutdown()  # HVD: also closes a full timeline file, so it can be analysed below
     if rank == 0:
-        recorder.finish(state.history)
-        write_results(run, state)
-        print(f"done: {len(state.history)} epochs, final val acc {results['summary'].get('final_val_acc', 0):.4f}, "
-              f"results in {os.path.join(run_dir, 'results.json')}", flush=True)
+        if recorder.full_file and state.history:
+            analyse_full_timeline(recorder.full_file, state.history)
+        save_record(run, state)
+        print(f"done: {len(state.history)} epochs, final val acc {record.summary.final_val_acc:.4f}, "
+              f"results in {os.path.join(run_dir, results.FILE)}", flush=True)
 
 
-def describe_world(run, state) -> dict:
+def describe_world(run: Run, state) -> results.World:
     """The world as it is now (elastic: it changes); a change is logged in state.world_changes."""
     size = hvd.size()  # HVD
-    world = {"size": size, "local_size": hvd.local_size(),  # HVD
-             "hosts": hvd.allgather_object(socket.gethostname(), name="world.hosts"),  # HVD
-             "controller": "mpi" if hvd.mpi_enabled() else "gloo",  # HVD
-             "horovod_version": horovod.__version__, "torch_version": torch.__version__, "device": run.device.type}
-    if not state.world_changes or state.world_changes[-1]["size"] != size:
-        state.world_changes.append({"epoch": state.epoch, "samples_done": state.samples_done, "size": size,
-                                    "hosts": world["hosts"], "unix_us": now_us()})
+    world = results.World(size=size, local_size=hvd.local_size(),  # HVD
+                          hosts=hvd.allgather_object(socket.gethostname(), name="world.hosts"),  # HVD
+                          controller="mpi" if hvd.mpi_enabled() else "gloo",  # HVD
+                          horovod_version=horovod.__version__, torch_version=torch.__version__,
+                          device=run.device.type)
+    if not state.world_changes or state.world_changes[-1].size != size:
+        state.world_changes.append(results.WorldChange(epoch=state.epoch, samples_done=state.samples_done, size=size,
+                                                       hosts=world.hosts, unix_us=now_us()))
     return world
 
 
-def train_epochs(state, run):
+def train_step(model, optimizer, micro_batches: list, adasum: bool) -> tuple:
+    """One optimizer step over [(x, y)] micro-batches: more than one with --backward-passes-per-step, whose
+    gradients add up locally; Horovod allreduces once, after the last backward.
+    Returns (loss sum, correct count, samples, compute seconds, seconds waiting for the allreduce)."""
+    t_compute = time.perf_counter()
+    optimizer.zero_grad()  # torch >= 2 sets grads to None: no memset per step
+    loss_sum, correct, samples = 0.0, 0, 0
+    for xb, yb in micro_batches:
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        # backward hooks start each gradient's allreduce as soon as it is ready (overlap); with accumulation the
+        # mean over the micro-batches is the gradient of their union
+        (loss / len(micro_batches)).backward()
+        loss_sum += loss.detach() * len(yb)  # running sums stay tensors: no host sync per step
+        correct += (logits.argmax(1) == yb).sum()
+        samples += len(yb)
+    t_wait = time.perf_counter()
+    if adasum:
+        optimizer.step()  # HVD: Adasum combines the ranks' updates inside step(); its wait cannot be split off
+        t_step = time.perf_counter()
+    else:
+        optimizer.synchronize()  # HVD: the communication backward did not hide: wait for every allreduce
+        t_step = time.perf_counter()
+        with optimizer.skip_synchronize():  # HVD: already synchronised above
+            optimizer.step()
+    return loss_sum, correct, samples, (t_wait - t_compute) + (time.perf_counter() - t_step), t_step - t_wait
+
+
+def evaluate(model, x, y) -> tuple:
+    """(loss sum, correct count, samples) of this rank's validation shard."""
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+        return F.cross_entropy(logits, y, reduction="sum").item(), (logits.argmax(1) == y).sum().item(), len(y)
+
+
+def train_epochs(state, run: Run):
     """The training loop. Elastic: re-entered after a world change, from state's last commit."""
-    cfg, model, optimizer, device = run.cfg, state.model, state.optimizer, run.device
-    run.results["world"] = describe_world(run, state)
+    cfg, model, optimizer, device, ds = run.cfg, state.model, state.optimizer, run.device, run.dataset
+    run.record.world = describe_world(run, state)
     rank, size = hvd.rank(), hvd.size()  # HVD: read on every (re)entry: an elastic world may have changed
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // hvd.local_size()))  # HVD: cores / ranks
-    n = len(run.train_x)
-    epoch_samples = min(n, cfg.max_steps * cfg.batch_size * size) if cfg.max_steps else n
-    log(f"hvd_mlp: {size} ranks ({run.results['world']['controller']}, {hvd.local_size()} per host, "  # HVD
-        f"{torch.get_num_threads()} threads each) | {run.results['dataset']['name']}: {n:,} train / "
-        f"{len(run.val_x):,} val | MLP {'-'.join(map(str, model.sizes))} ({run.results['parameters']:,} params) | "
-        f"batch {cfg.batch_size}/rank x {size} | run dir {run.run_dir}")
+    n, per_step = len(ds.train_x), cfg.batch_size * cfg.backward_passes_per_step  # samples per rank and step
+    epoch_samples = min(n, cfg.max_steps * per_step * size) if cfg.max_steps else n
+    if epoch_samples < size:
+        raise UserError(f"the training set has {epoch_samples} sample(s), fewer than the {size} ranks")
+    log(f"hvd_mlp: {size} ranks ({run.record.world.controller}, {hvd.local_size()} per host, "  # HVD
+        f"{torch.get_num_threads()} threads each) | {ds.name}: {n:,} train / {len(ds.val_x):,} val | MLP "
+        f"{'-'.join(map(str, model.sizes))} ({run.record.parameters:,} params) | batch {cfg.batch_size}/rank x "
+        f"{size}" + (f" x {cfg.backward_passes_per_step} passes" if cfg.backward_passes_per_step > 1 else "")
+        + f" | run dir {run.run_dir}")
 
     while state.epoch <= cfg.epochs:
         epoch, resumed_at = state.epoch, state.samples_done  # elastic: > 0 when the world changed mid-epoch
-        torch.manual_seed(cfg.seed + 1000 * epoch + rank)  # dropout: per rank, and a resume replays it exactly
+        torch.manual_seed(data.derive_seed(cfg.seed, epoch, rank))  # dropout: per rank; a resume replays it
         idx = data.train_shard(n, rank, size, epoch, cfg.seed, cfg.batch_size, state.samples_done, epoch_samples)
-        shard_x, shard_y = run.train_x[idx.to(device)], run.train_y[idx.to(device)]  # one gather; batches are views
-        steps = -(-len(idx) // cfg.batch_size)
+        shard_x, shard_y = ds.train_x[idx.to(device)], ds.train_y[idx.to(device)]  # one gather; batches are views
+        steps = -(-len(idx) // per_step)
         model.train()
-        loss_sum = torch.zeros((), device=device)  # running sums stay tensors: no host sync per step
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        samples, comm_wait, compute = 0, 0.0, 0.0
+        loss_sum, correct, samples, compute, comm_wait = torch.zeros((), device=device), 0, 0, 0.0, 0.0
         run.recorder.begin_epoch(epoch, steps)
         epoch_start_us, t_start = now_us(), time.perf_counter()
         for step in range(steps):
             run.recorder.before_step(step)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, size, epoch - 1 + state.samples_done / epoch_samples)
-            xb = shard_x[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            yb = shard_y[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            # forward/backward; backward hooks start each gradient's allreduce as soon as it is ready (overlap)
-            t_compute = time.perf_counter()
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            optimizer.zero_grad()  # torch >= 2 sets grads to None: no memset per step
-            loss.backward()
-            # the part of communication that backward did not hide: wait for every allreduce to finish
-            t_wait = time.perf_counter()
-            optimizer.synchronize()  # HVD
-            t_step = time.perf_counter()
-            with optimizer.skip_synchronize():  # HVD: already synchronised above
-                optimizer.step()
-            comm_wait += t_step - t_wait
-            compute += (t_wait - t_compute) + (time.perf_counter() - t_step)
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.argmax(1) == yb).sum()
-            samples += len(yb)
-            state.samples_done += len(yb) * size
+            lo = step * per_step
+            micro = [(shard_x[i:i + cfg.batch_size], shard_y[i:i + cfg.batch_size])
+                     for i in range(lo, min(lo + per_step, len(idx)), cfg.batch_size)]
+            step_loss, step_correct, step_samples, step_compute, step_wait = train_step(model, optimizer, micro,
+                                                                                      cfg.adasum)
+            loss_sum, correct, samples = loss_sum + step_loss, correct + step_correct, samples + step_samples
+            compute, comm_wait = compute + step_compute, comm_wait + step_wait
+            state.samples_done += step_samples * size
             if cfg.elastic and (step + 1) % cfg.commit_every == 0:
                 state.commit()  # HVD: snapshot, and raise here if hosts were added or removed
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
-                log(f"  epoch {epoch} step {step + 1}/{steps} loss {loss.item():.4f}")
+                log(f"  epoch {epoch} step {step + 1}/{steps} loss {step_loss.item() / step_samples:.4f}")
         epoch_time, epoch_end_us = time.perf_counter() - t_start, now_us()
         window = run.recorder.end_epoch()
 
         # ------------------------------------------------------------------------------------ validation and metrics
-        model.eval()
-        val = data.val_shard(len(run.val_x), rank, size)
-        with torch.no_grad():
-            logits = model(run.val_x[val])
-            val_loss_sum = F.cross_entropy(logits, run.val_y[val], reduction="sum")
-            val_correct = (logits.argmax(1) == run.val_y[val]).sum()
+        val = data.val_shard(len(ds.val_x), rank, size)
+        val_loss, val_correct, val_n = evaluate(model, ds.val_x[val], ds.val_y[val])
         # HVD: exact global metrics: allreduce sums and counts, then divide (not a mean of per-rank means)
-        totals = hvd.allreduce(torch.tensor([loss_sum.item(), correct.item(), samples, val_loss_sum.item(),
-                                             val_correct.item(), len(run.val_y[val])], dtype=torch.float64),
-                               op=hvd.Sum, name="metrics")
+        totals = hvd.allreduce(torch.tensor([float(loss_sum), float(correct), samples, val_loss, val_correct,
+                                             val_n], dtype=torch.float64), op=hvd.Sum, name="metrics")
         # HVD: the ranks' mean wait and compute time
         comm_wait_mean, compute_mean = hvd.allreduce(torch.tensor([comm_wait, compute]), op=hvd.Average,
                                                      name="timing").tolist()
         tr_loss, tr_correct, tr_n, va_loss, va_correct, va_n = totals.tolist()
-        record = {"epoch": epoch, "start_unix_us": epoch_start_us, "end_unix_us": epoch_end_us,
-                  "epoch_time_s": epoch_time, "samples": int(tr_n), "samples_per_s": tr_n / epoch_time,
-                  "train_loss": tr_loss / tr_n, "train_acc": tr_correct / tr_n,
-                  "val_loss": va_loss / va_n, "val_acc": va_correct / va_n,
-                  "lr": optimizer.param_groups[0]["lr"], "comm_wait_s": comm_wait_mean,
-                  "compute_s": compute_mean, "other_s": epoch_time - comm_wait_mean - compute_mean,
-                  "steps": steps, "world_size": size, "resumed_at_samples": resumed_at}
+        record = results.Epoch(
+            epoch=epoch, start_unix_us=epoch_start_us, end_unix_us=epoch_end_us, epoch_time_s=epoch_time,
+            samples=int(tr_n), samples_per_s=tr_n / epoch_time, train_loss=tr_loss / tr_n,
+            train_acc=tr_correct / tr_n, val_loss=va_loss / va_n, val_acc=va_correct / va_n,
+            lr=optimizer.param_groups[0]["lr"], comm_wait_s=comm_wait_mean, compute_s=compute_mean,
+            other_s=epoch_time - comm_wait_mean - compute_mean, steps=steps, world_size=size,
+            resumed_at_samples=resumed_at, timeline_window=window)
         if window:
-            record["timeline_window"] = window
-            record["comm"] = run.recorder.epoch_comm(record)
+            try:
+                record.comm = epochcomm.window_comm(record)
+            except TimelineError as e:  # e.g. an epoch too short to record any collective
+                record.comm_error = str(e)
+        if not (math.isfinite(record.train_loss) and math.isfinite(record.val_loss)):  # every rank sees the sums
+            raise UserError(f"the loss became {record.train_loss} in epoch {epoch}: training diverged (lower --lr)")
         state.history.append(record)
-        log(f"epoch {epoch}/{cfg.epochs} | {epoch_time:.2f} s | {record['samples_per_s']:,.0f} samples/s | "
-            f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
-            f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f} | "
-            f"lr {record['lr']:.2e} | comm wait {comm_wait_mean:.2f} s{run.recorder.describe(record)}")
+        log(epoch_line(record, cfg.epochs))
 
         # ------------------------------------------------------------------------------------ results and checkpoint
         state.epoch, state.samples_done = epoch + 1, 0
         if rank == 0:
-            write_results(run, state)
+            save_record(run, state)
             if cfg.checkpoint_every and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
                 checkpoint.save(run.run_dir, cfg, model, optimizer, epoch, state.history)
         if cfg.elastic:
             state.commit()  # HVD: an epoch boundary is always a safe point to come back to
 
 
-def write_results(run, state):
-    run.results.update(epochs=state.history, world_changes=state.world_changes, summary=summarize(state.history))
-    storage.write_json(os.path.join(run.run_dir, "results.json"), run.results)
+def epoch_line(e: results.Epoch, epochs: int) -> str:
+    line = (f"epoch {e.epoch}/{epochs} | {e.epoch_time_s:.2f} s | {e.samples_per_s:,.0f} samples/s | "
+            f"train loss {e.train_loss:.4f} acc {e.train_acc:.4f} | val loss {e.val_loss:.4f} acc {e.val_acc:.4f} | "
+            f"lr {e.lr:.2e} | comm wait {e.comm_wait_s:.2f} s")
+    return line + epochcomm.comm_text(e)
 
 
-def summarize(history: list) -> dict:
-    if not history:
-        return {}
-    steady = history[1:] or history  # the first epoch carries warm-up costs
-    return {"epochs": len(history), "train_time_s": sum(e["epoch_time_s"] for e in history),
-            "samples_per_s": sum(e["samples"] for e in steady) / sum(e["epoch_time_s"] for e in steady),
-            "comm_wait_share": sum(e["comm_wait_s"] for e in steady) / sum(e["epoch_time_s"] for e in steady),
-            "final_val_acc": history[-1]["val_acc"], "best_val_acc": max(e["val_acc"] for e in history)}
+def analyse_full_timeline(path: str, history: list):
+    """After hvd.shutdown() the full timeline file is complete: attach each epoch's figures and print them."""
+    try:
+        for record, comm in zip(history, epochcomm.full_comm(path, history)):
+            record.comm = comm
+            print(f"epoch {record.epoch} comm{epochcomm.comm_text(record)}", flush=True)
+    except TimelineError as e:
+        print(f"warning: timeline not analysed: {e}", flush=True)
+
+
+def save_record(run: Run, state):
+    run.record.epochs, run.record.world_changes = state.history, state.world_changes
+    results.write(run.run_dir, run.record)
 
 
 @command_line("hvd_mlp.train")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hvd_mlp import data
+from hvd_mlp import data, generate
 from hvd_mlp.errors import UserError
 
 
@@ -64,7 +64,7 @@ def test_synthetic_is_seeded():
 
 
 def _fake_mnist(root, n_train=60, n_val=20):
-    return pathlib.Path(data.write_mnist_shaped(str(root), n_train, n_val))
+    return pathlib.Path(generate.write_mnist_shaped(str(root), n_train, n_val))
 
 
 def test_mnist_idx_files_load(tmp_path):

@@ -1,4 +1,4 @@
-"""Interval union: overlaps counted once, clipping to windows, bounded pending state."""
+"""Interval union: overlaps counted once, clipping to ranges, bounded pending state."""
 import random
 
 from hvd_mlp.intervals import IntervalUnion
@@ -18,7 +18,7 @@ def test_overlapping_spans_count_once():
     assert u.close() == (26, [])
 
 
-def test_clipped_to_windows():
+def test_clipped_to_ranges():
     u = IntervalUnion([(0, 12), (12, 40)])
     for s, e in [(0, 10), (5, 15), (20, 30)]:
         u.add(s, e)
@@ -28,17 +28,17 @@ def test_clipped_to_windows():
 def test_streaming_flush_matches_brute_force():
     rng = random.Random(7)
     spans = sorted((t, t + rng.randint(1, 30)) for t in (rng.randint(0, 5000) for _ in range(2000)))
-    windows = [(0, 1000), (1000, 2500), (3000, 6000)]
-    u = IntervalUnion(windows)
+    clips = [(0, 1000), (1000, 2500), (3000, 6000)]
+    u = IntervalUnion(clips)
     open_starts = []
     for i, (s, e) in enumerate(spans):  # spans end out of order; watermark = the oldest start still to come
         u.add(s, e)
         if i % 100 == 99:
             u.flush(spans[i + 1][0] if i + 1 < len(spans) else float("inf"))
             open_starts.append(len(u.pending))
-    total, per_window = u.close()
+    total, per_clip = u.close()
     assert total == brute_force(spans)
-    assert per_window == [brute_force(spans, lo, hi) for lo, hi in windows]
+    assert per_clip == [brute_force(spans, lo, hi) for lo, hi in clips]
     assert max(open_starts) < 50  # what waits after a flush is only the tail, not the whole history
 
 

@@ -11,7 +11,7 @@ from hvd_mlp.errors import UserError
 def test_defaults_and_flags():
     cfg = parse_args(["--epochs", "3", "--hidden", "64,32", "--fp16-allreduce", "--timeline-mode"])
     assert (cfg.epochs, cfg.hidden, cfg.fp16_allreduce, cfg.timeline_mode) == (3, (64, 32), True, "window")
-    assert cfg.batch_size == Config().batch_size
+    assert cfg.batch_size == 64 and Config().timeline_mode == "off"
 
 
 def test_flags_override_toml(tmp_path):
@@ -31,6 +31,11 @@ def test_flags_override_toml(tmp_path):
     (["--optimizer", "lamb"], "--optimizer must be one of adam, sgd"),
     (["--epochs", "ten"], "invalid int value: 'ten'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--epoch", "3"], "unrecognized arguments: --epoch 3"),  # no abbreviations: horovodrun re-parses them
+    (["--weight-decay", "nan"], "--weight-decay must be a finite number, got nan"),
+    (["--warmup-epochs", "nan"], "--warmup-epochs must be a finite number"),
+    (["--momentum", "nan"], "--momentum must be a finite number"),
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
 ])
 def test_bad_values_raise_one_clear_line(argv, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
@@ -51,6 +56,11 @@ def test_bad_toml_is_named(tmp_path, content, message):
         parse_args(["--config", str(toml)])
 
 
+def test_config_that_is_a_directory_is_one_line(tmp_path):
+    with pytest.raises(UserError, match=f"config file {tmp_path} cannot be read: Is a directory"):
+        parse_args(["--config", str(tmp_path)])
+
+
 def test_command_line_error_is_one_line_and_nonzero():
     proc = subprocess.run([sys.executable, "-m", "hvd_mlp.train", "--epochs", "-1"], capture_output=True, text=True)
     assert proc.returncode == 2
@@ -62,3 +72,5 @@ def test_help_shows_defaults():
     proc = subprocess.run([sys.executable, "-m", "hvd_mlp.train", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert "--batch-size" in proc.stdout and "(default: 64)" in proc.stdout
+    assert "{auto,mnist,mnist-sample,synthetic}" in proc.stdout and "{adam,sgd}" in proc.stdout  # choices shown
+    assert "(default: )" not in proc.stdout and "(default: None)" not in proc.stdout

@@ -1,11 +1,10 @@
-"""Faults: a rank killed in a normal run, a kill during a write, and resuming after both."""
+"""Faults: a rank killed in a normal run ends the job fast, and --resume auto finishes it (writes: test_storage)."""
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -41,7 +40,8 @@ def test_killed_rank_ends_the_job_and_resume_continues(tmp_path, controller):
     assert elapsed < 60, f"the job took {elapsed:.0f} s to end after the kill"
     ckpt = storage.read_checkpoint(str(out / "checkpoint.pt"))  # intact (written atomically)
     assert ckpt["epoch"] >= 2 and [e["epoch"] for e in ckpt["history"]] == list(range(1, ckpt["epoch"] + 1))
-    assert "Traceback" not in re.sub(r"(?s)Traceback.*?horovod/runner.*", "", log.read_text())  # ours: no wall
+    # the launchers may print their own tracebacks; none may run through hvd_mlp's code
+    assert not re.search(r'File "[^"]*/hvd_mlp/\w+\.py"', log.read_text()), log.read_text()[-3000:]
 
     resumed = subprocess.run([HOROVODRUN, "-np", "2", "-H", "localhost:2", f"--{controller}", *args,
                               "--resume", "auto"], capture_output=True, text=True, env=env, timeout=240)
@@ -49,36 +49,3 @@ def test_killed_rank_ends_the_job_and_resume_continues(tmp_path, controller):
     assert f"after epoch {ckpt['epoch']}" in resumed.stdout
     res = json.loads((out / "results.json").read_text())
     assert [e["epoch"] for e in res["epochs"]] == [1, 2, 3, 4, 5, 6]  # lost at most the epochs since the checkpoint
-
-
-WRITER = textwrap.dedent("""
-    import sys
-    from hvd_mlp import storage
-    big = {"payload": "x" * 20_000_000, "version": 2}
-    print("ready", flush=True)
-    while True:
-        storage.write_json(sys.argv[1], big)
-""")
-
-
-def test_kill_during_write_leaves_the_previous_file(tmp_path):
-    path = tmp_path / "results.json"
-    storage.write_json(str(path), {"version": 1})
-    for delay in (0.05, 0.1, 0.2, 0.3, 0.5):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
-        assert writer.stdout.readline().strip() == "ready"
-        time.sleep(delay)
-        writer.send_signal(signal.SIGKILL)
-        writer.wait()
-        assert json.loads(path.read_text())["version"] in (1, 2)  # never torn
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "results.json"]
-    assert all(name.startswith(".results.json.") for name in leftovers)  # only hidden temp files of killed writers
-
-
-def test_failed_write_keeps_old_file_and_no_temp(tmp_path):
-    path = tmp_path / "results.json"
-    storage.write_json(str(path), {"version": 1})
-    with pytest.raises(TypeError):
-        storage.write_json(str(path), {"version": object()})  # not serialisable: fails mid-write
-    assert json.loads(path.read_text()) == {"version": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

@@ -157,14 +157,31 @@ def test_timeline_of_a_real_run(tmp_path, controller, mode):
         assert 0 < comm["collective_us"] <= comm["op_us"] <= comm["comm_us"]
         assert 0 < comm["comm_share"] < 1
     assert len(re.findall(r"comm \d+\.\d% of epoch", proc.stdout)) == 2
-    timeline_file = out / ("timeline.json" if mode == "full" else "timeline-epoch2.json")
-    cli = subprocess.run(python_module("hvd_mlp.timeline", "summarize", timeline_file, "--results",
-                                       out / "results.json", "--json"), capture_output=True, text=True)
+    # summarize on the run directory, whatever the mode, agrees with the training's own lines
+    cli = subprocess.run(python_module("hvd_mlp.timeline", "summarize", out, "--json"), capture_output=True,
+                         text=True)
     assert cli.returncode == 0, cli.stderr
     summary = json.loads(cli.stdout)
-    assert summary["total"]["allreduce_bytes"] > 0 and len(summary["epochs"]) == 2
-    # one allreduce group (the default): Horovod names them grouped_allreduce.<first tensor>_<k>of<n>
-    assert sum(t["name"].startswith("grouped_allreduce.") for t in summary["tensors"]) == 8
+    assert [e["epoch"] for e in summary] == [1, 2]
+    for mine, trained in zip(summary, res["epochs"]):
+        assert mine["comm"] == pytest.approx(trained["comm"])
+        assert mine["comm"]["exposed_s"] <= trained["comm_wait_s"] + 1e-9  # scaled like the training's wait
+    text = subprocess.run(python_module("hvd_mlp.timeline", "summarize", out), capture_output=True, text=True)
+    for line in re.findall(r"comm \d+\.\d% of epoch.*", proc.stdout):
+        assert line in text.stdout
+    # a window file with its run: that epoch alone, scaled as the training did (not an all-zero epoch 1)
+    timeline_file = out / ("timeline.json" if mode == "full" else "timeline-epoch2.json")
+    one = json.loads(subprocess.run(python_module("hvd_mlp.timeline", "summarize", timeline_file, "--results",
+                                                  out / "results.json", "--json"), capture_output=True,
+                                    text=True).stdout)
+    assert [e["epoch"] for e in one] == ([1, 2] if mode == "full" else [2])
+    assert one[-1]["comm"] == pytest.approx(res["epochs"][1]["comm"])
+    # the file alone: totals and tensors. One allreduce group (the default): Horovod names them
+    # grouped_allreduce.<first tensor>_<k>of<n>
+    whole = json.loads(subprocess.run(python_module("hvd_mlp.timeline", "summarize", timeline_file, "--json"),
+                                      capture_output=True, text=True).stdout)
+    assert whole["total"]["allreduce_bytes"] > 0
+    assert sum(t["name"].startswith("grouped_allreduce.") for t in whole["tensors"]) == 8
 
 
 def test_user_timeline_filename_is_honoured(tmp_path):

@@ -25,7 +25,6 @@ def run_train(tmp_path, np_, controller, *args, name="run"):
 def test_two_ranks_train_and_agree(tmp_path, controller):
     proc, res = run_train(tmp_path, 2, controller, "--epochs", "3")
     assert res["world"]["size"] == 2 and res["world"]["controller"] == controller
-    assert res["world"]["horovod_version"] == "0.28.1"
     epochs = res["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     keys = {"epoch", "start_unix_us", "end_unix_us", "epoch_time_s", "samples", "samples_per_s", "train_loss",
@@ -62,6 +61,82 @@ def test_resume_continues_exactly(tmp_path):
     assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]
     assert resumed["world"]["param_digests"] == straight["world"]["param_digests"]  # bit for bit
     assert resumed["epochs"][2]["train_loss"] == pytest.approx(straight["epochs"][2]["train_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("options", [["--adasum"], ["--fp16-allreduce", "--allreduce-groups", "0"]])
+def test_documented_horovod_options_train(tmp_path, options):
+    """Adasum refuses synchronize()/skip_synchronize(): the loop must let step() do it."""
+    _, res = run_train(tmp_path, 2, "mpi", "--epochs", "2", *options)
+    assert len(set(res["world"]["param_digests"])) == 1 and res["epochs"][-1]["val_acc"] > 0.8
+
+
+def test_backward_passes_per_step_accumulates(tmp_path):
+    """k passes per step: k micro-batches of --batch-size per optimizer step, one allreduce per step."""
+    window = ["--epochs", "1", "--timeline-mode", "window", "--timeline-steps", "8"]
+    _, one = run_train(tmp_path, 2, "mpi", *window, name="k1")
+    proc, four = run_train(tmp_path, 2, "mpi", *window, "--backward-passes-per-step", "4", name="k4")
+    e1, e4 = one["epochs"][0], four["epochs"][0]
+    assert e1["samples"] == e4["samples"] == 4000
+    assert e4["steps"] == -(-e1["steps"] // 4) == 8  # 32 micro-batches of 64 per rank -> 8 steps
+    assert e4["comm"]["allreduce_ops"] == pytest.approx(e1["comm"]["allreduce_ops"] / 4, rel=0.1)
+    assert "batch 64/rank x 2 x 4 passes" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def adam_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("adam") / "run"
+    proc = horovodrun(2, "gloo", python_module("hvd_mlp.train", *QUICK, "--hidden", "64", "--epochs", "1",
+                                               "--output-dir", out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out / "checkpoint.pt"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hidden", "64", "--optimizer", "sgd"], "optimizer 'adam' -> 'sgd'"),  # hung forever before
+    ([], "hidden [64] -> [128, 64]"),  # a 35-line traceback before
+])
+def test_resume_of_another_model_is_refused(tmp_path, adam_checkpoint, args, message):
+    proc = horovodrun(2, "gloo", python_module("hvd_mlp.train", *QUICK, "--epochs", "2", "--resume",
+                                               adam_checkpoint, "--output-dir", tmp_path / "new", *args), timeout=120)
+    assert proc.returncode != 0
+    assert f"hvd_mlp.train: error: checkpoint {adam_checkpoint} was written by another model" in proc.stderr
+    assert message in proc.stderr and "hvd_mlp/" not in proc.stderr.split("error:", 1)[0]
+
+
+def test_used_output_dir_is_refused_then_overwritten(tmp_path):
+    out = tmp_path / "run"
+    train = [sys.executable, "-m", "hvd_mlp.train", *QUICK, "--epochs", "1", "--max-steps", "2", "--output-dir",
+             str(out)]
+    assert subprocess.run(train, capture_output=True, timeout=120).returncode == 0
+    before = (out / "results.json").read_bytes()
+    again = subprocess.run([*train, "--hidden", "32"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already holds a run (results.json, checkpoint.pt)" in again.stderr
+    assert (out / "results.json").read_bytes() == before  # nothing lost
+    forced = subprocess.run([*train, "--hidden", "32", "--overwrite"], capture_output=True, text=True, timeout=120)
+    assert forced.returncode == 0 and json.loads((out / "results.json").read_text())["config"]["hidden"] == [32]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hidden", "10000000000"], "the model 784-10000000000-10 needs"),
+    (["--synthetic-size", "100000000000"], "--synthetic-size 100,000,000,000 needs"),
+    (["--optimizer", "sgd", "--lr", "1e6"], "training diverged (lower --lr)"),
+    (["--elastic"], "--elastic needs an elastic launch"),
+    pytest.param(["--device", "cuda"], "--device cuda, but torch sees no CUDA device",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_bad_input_is_one_line(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "hvd_mlp.train", *QUICK, "--epochs", "2", *args, "--output-dir",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().startswith("hvd_mlp.train: error: ") and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_fewer_samples_than_ranks_is_one_line(tmp_path):
+    proc = horovodrun(2, "mpi", python_module("hvd_mlp.train", *QUICK, "--synthetic-size", "1", "--output-dir",
+                                              tmp_path / "run"), timeout=120)
+    assert proc.returncode != 0
+    assert "hvd_mlp.train: error: the training set has 1 sample(s), fewer than the 2 ranks" in proc.stderr
 
 
 def test_corrupt_checkpoint_is_one_line(tmp_path):

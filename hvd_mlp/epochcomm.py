@@ -1,5 +1,6 @@
-"""Each epoch's communication, from the timeline(s) of a run: the one place that turns timeline figures into a run's
-per-epoch `Comm` records. The training calls it after every epoch (window mode) or at the end (full mode), and
+"""Each epoch's communication, from a run's timeline files: window or full, as per-epoch Comm records.
+
+The one place that turns timeline figures into a run's per-epoch figures. The training calls it after every epoch (window mode) or at the end (full mode), and
 `python -m hvd_mlp.timeline summarize RUN_DIR` calls the same functions, so both print the same figures.
 """
 import os

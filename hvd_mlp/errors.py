@@ -39,6 +39,7 @@ def command_line(prog: str):
     def wrap(main):
         @functools.wraps(main)
         def guarded(argv=None):
+            whole_lines()
             try:
                 return main(argv)
             except UserError as e:
@@ -47,6 +48,16 @@ def command_line(prog: str):
                 exit_with(prog, "interrupted", status=130)
         return guarded
     return wrap
+
+
+def whole_lines():
+    """Let every printed line leave in one write. With PYTHONUNBUFFERED (common in images; horovodrun's Gloo
+    launcher sets it) print() writes a line's text and its newline separately, and mpirun --tag-output, which
+    horovodrun's MPI launcher uses, tags each piece it reads: `[1,0]<stdout>:` then lands at the end of a line.
+    Line buffering is as prompt (a flush per line) and writes the line whole."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True, write_through=False)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -104,7 +115,8 @@ def output_dir(text):
     while not os.path.exists(existing):  # the nearest existing ancestor is where makedirs starts
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise argparse.ArgumentTypeError(f"cannot make directory {text}: {existing} is a file")
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory" if existing == os.path.abspath(text)
+                                         else f"cannot make directory {text}: {existing} is a file")
     _probe(existing, text)
     return text
 

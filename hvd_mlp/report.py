@@ -94,7 +94,7 @@ def plot_time(res: dict, path: str):
         ax.plot(x, [e["comm"]["comm_us"] / 1e6 for e in ep], "k^--",
                 label=f"communication in flight,\nrank 0's timeline{window}")
         ax.plot(x, [e["comm"]["collective_us"] / 1e6 for e in ep], "kv:", label="of which transfer (timeline)")
-        # measured per step (docs/timeline.md): 10-25% of the wait lies before the first span, 5-15% after the last
+        # measured per step (docs/timeline.md): 9-26% of the wait lay before the first span, 6-18% after the last
         note = "The two measure different things: the wait also holds the time until Horovod's background cycle " \
                "picks the gradients up, and until the loop wakes after the op, which the timeline does not record."
         note += " A window's figures are its steps scaled to the whole epoch." if window else ""

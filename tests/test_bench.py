@@ -64,3 +64,15 @@ def test_scaling_writes_its_figures_into_the_sweep(tmp_path, monkeypatch, capsys
     assert f"figures to {sweep}\n" in capsys.readouterr().out
     assert (sweep / "scaling.png").exists() and (sweep / "np2-gloo-comm.png").exists()
     assert not (tmp_path / "docs").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data-dir", "{d}"], "no MNIST under {d} (torchvision's MNIST/raw/*-ubyte files)"),
+    (["--data-dir", "{d}", "--np", "0"], "argument --np: must be > 0, got 0"),
+    (["--data-d", "{d}"], "the following arguments are required: --data-dir"),  # no abbreviations
+])
+def test_baseline_refuses_in_one_line(tmp_path, args, message):
+    """The yardstick bench compare runs: a missing dataset was a traceback from every spawned worker."""
+    proc = subprocess.run(python_module("hvd_mlp.baseline", *(a.format(d=tmp_path) for a in args)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"hvd_mlp.baseline: error: {message.format(d=tmp_path)}"

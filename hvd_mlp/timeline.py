@@ -243,7 +243,7 @@ def main(argv=None):
         print(f"wrote {args.output}: {counts['events']:,} events, {counts['orphans']} orphan ends dropped, "
               f"{counts['closed']} open spans closed")
         return
-    report = summarize(args.timeline, load_epochs(args.results) if args.results else None, args.top)
+    report = summarize(args.timeline, load_epochs(args.results) if args.results is not None else None, args.top)
     print(json.dumps(report, indent=1) if args.json else format_report(report), flush=True)
     warn(report.pop("warnings"))
 

@@ -21,7 +21,8 @@ from hvd_mlp.errors import UserError
     (["timeline", "--file", "{d}/missing/t.json"], "argument --file: cannot write {d}/missing/t.json: No such file or "
                                                     "directory"),
     (["scaling", "--steps", "0"], "argument --steps: must be > 0, got 0"),
-    (["scaling", "--runs", "{d}/file/runs"], "argument --runs: cannot make directory {d}/file/runs: {d}/file is a file"),
+    (["scaling", "--runs", "{d}/file/runs"],
+     "argument --runs: cannot make directory {d}/file/runs: {d}/file is a file"),
     (["scaling", "--out", "{d}/file"], "argument --out: {d}/file is a file, not a directory"),
 ])
 def test_bad_flags_are_refused_before_any_run(tmp_path, args, message):

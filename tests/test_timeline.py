@@ -170,6 +170,10 @@ def test_repair_output_that_cannot_be_written_is_one_line(two_steps, out, messag
     one_error_line(proc, message)
 
 
+def test_empty_results_path_is_not_silently_ignored(two_steps):
+    one_error_line(cli("summarize", two_steps, "--results", ""), "cannot read")
+
+
 @pytest.mark.parametrize("top", ["-3", "x", "1.5"])
 def test_top_must_be_a_count(two_steps, top):
     one_error_line(cli("summarize", two_steps, "--top", top), "--top")

@@ -222,10 +222,11 @@ def figure_names(run_dirs: list) -> list:
         if path in real[:i]:
             raise UserError(f"{run_dirs[i]} is given twice")
     parts = [os.path.abspath(d).split(os.sep) for d in run_dirs]
-    depth = 1
-    while len({"-".join(p[-depth:]) for p in parts}) < len(parts):
-        depth += 1
-    return ["-".join(p[-depth:]).strip("-") for p in parts]
+    for depth in range(1, max(map(len, parts)) + 1):
+        names = ["-".join(p[-depth:]).strip("-") for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{i}-{name}" for i, name in enumerate(names, 1)]  # a/b-c and a-b/c: joined, even the paths collide
 
 
 def make_report(run_dirs: list, out: str) -> tuple:

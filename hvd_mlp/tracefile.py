@@ -5,6 +5,7 @@ rewriting the closing `]` after each event. A killed run leaves it cut anywhere.
 (memory bounded), as far as it goes; each imperfection is named in `issues`, and only an unusable file is an error.
 """
 import json
+import math
 import re
 
 from hvd_mlp.errors import UserError
@@ -12,7 +13,7 @@ from hvd_mlp.storage import atomic_file
 
 CHUNK = 1 << 22  # 4 MiB of text per read
 MAX_PENDING = 1 << 26  # an "event" longer than 64 MiB means this is not a timeline
-NUMBER, PID = {int, float}, {int, str}  # exact types (a bool is no time); the decoder refuses NaN, Infinity
+NUMBER, PID = {int, float}, {int, str}  # exact types (a bool is no time); the decoder refuses NaN, inf
 SHAPE = re.compile(r"[\[(] *(\d+ *(, *\d+ *)*,? *)?[\])]")  # "[512, 784]", as timeline.tensor_bytes reads it
 EVENT_START = re.compile(r"\}\s*,\s*\{")  # where the next event begins after a damaged one
 
@@ -100,7 +101,14 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not a JSON number")
 
 
-DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+def _finite(text):
+    value = float(text)  # 1e400 reads as inf (Horovod writes integers: this runs only for odd files)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
 
 
 def _decode(body: str, issues: list, final: bool):

@@ -140,9 +140,10 @@ def test_damaged_event_mid_file_does_not_end_the_reading(tmp_path):
     path = tmp_path / "t.json"
     text = horovod_text(fused_step(1000) + fused_step(2000))
     cut = text.index('{"ph": "B", "name": "ALLREDUCE", "ts": 2010')
-    path.write_text(text[:cut] + '{"ph": "X", "ts": NaN},{"ph": "B", "na},' + text[cut:])
+    path.write_text(text[:cut] + '{"ph": "X", "ts": NaN},{"ph": "E", "ts": 1e400, "pid": 1},{"ph": "B", "na},'
+                    + text[cut:])
     report = timeline.summarize(str(path))
-    assert "2 malformed event(s) skipped" in report["warnings"]
+    assert "3 malformed event(s) skipped" in report["warnings"]
     assert report["total"]["collective_us"] == 140
 
 

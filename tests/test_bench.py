@@ -16,6 +16,7 @@ from hvd_mlp.errors import UserError
     (["recording", "--np", "-2"], "argument --np: must be > 0, got -2"),
     (["recording", "--batch-size", "x"], "argument --batch-size: expected a whole number > 0, got 'x'"),
     (["compare", "--repeats", "0"], "argument --repeats: must be > 0, got 0"),
+    (["compare", "--rep", "1"], "unrecognized arguments: --rep 1"),  # no abbreviations in subcommands either
     (["timeline", "--size-mb", "-5"], "argument --size-mb: must be > 0, got -5"),
     (["timeline", "--size-mb", "nan"], "argument --size-mb: must be > 0, got nan"),
     (["timeline", "--file", "{d}/missing/t.json"], "argument --file: cannot write {d}/missing/t.json: No such file or "

@@ -75,3 +75,8 @@ def test_clean_writes_what_horovodrun_reads(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert out.read_text() == "a slots=2\nb slots=1\n"
+
+
+def test_help_says_what_each_argument_is():
+    proc = subprocess.run([sys.executable, "-m", "hvd_mlp.hostfile", "clean", "--help"], capture_output=True, text=True)
+    assert "file        the hostfile:" in proc.stdout and "out         the clean hostfile" in proc.stdout

@@ -175,6 +175,11 @@ def test_empty_results_path_is_not_silently_ignored(two_steps):
     one_error_line(cli("summarize", two_steps, "--results", ""), "cannot read")
 
 
+@pytest.mark.parametrize("command, text", [("summarize", "a Horovod timeline file"), ("repair", "the damaged timeline")])
+def test_help_says_what_each_positional_is(command, text):
+    assert text in cli(command, "--help").stdout
+
+
 @pytest.mark.parametrize("top", ["-3", "x", "1.5"])
 def test_top_must_be_a_count(two_steps, top):
     one_error_line(cli("summarize", two_steps, "--top", top), "--top")

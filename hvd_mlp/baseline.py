@@ -6,7 +6,6 @@ torch.multiprocessing.spawn, the gloo backend, torchvision's MNIST dataset with 
 through a DataLoader (workers=0) and a DistributedSampler, the same MLP, Adam. Prints one line: samples/s of the
 epoch (all ranks). `bench compare` runs it beside hvd_mlp on the same files.
 """
-import argparse
 import json
 import os
 import socket
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torchvision import datasets, transforms
 
 from hvd_mlp.data import MNIST_MEAN, MNIST_STD
+from hvd_mlp.errors import ArgumentParser, UserError, command_line, positive
 from hvd_mlp.model import MLP
 
 
@@ -64,14 +64,19 @@ def run(args) -> dict:
     return queue.get()
 
 
+@command_line("hvd_mlp.baseline")
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="hvd_mlp.baseline", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="hvd_mlp.baseline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, help="torchvision MNIST root (MNIST/raw/*-ubyte)")
-    parser.add_argument("--np", type=int, default=2, help="processes (default: 2)")
-    parser.add_argument("--batch-size", type=int, default=32, help="per process (default: 32)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 0.001)")
-    parser.add_argument("--epochs", type=int, default=1, help="(default: 1)")
+    parser.add_argument("--np", type=positive(int), default=2, help="processes (default: 2)")
+    parser.add_argument("--batch-size", type=positive(int), default=32, help="per process (default: 32)")
+    parser.add_argument("--lr", type=positive(float), default=1e-3, help="Adam learning rate (default: 0.001)")
+    parser.add_argument("--epochs", type=positive(int), default=1, help="epochs to time (default: 1)")
     args = parser.parse_args(argv)
+    try:  # here, not in the spawned workers: their failure would be a traceback per process
+        datasets.MNIST(args.data_dir, train=True, download=False)
+    except RuntimeError:
+        raise UserError(f"no MNIST under {args.data_dir} (torchvision's MNIST/raw/*-ubyte files)") from None
     print(json.dumps(run(args)))
 
 

@@ -1,8 +1,9 @@
 """Benchmarks: commands that print numbers.
 
-    python -m hvd_mlp.bench scaling [--out docs/figures] [--steps 150]
+    python -m hvd_mlp.bench scaling [--steps 150] [--runs runs] [--out DIR]
         the scaling sweep: np = 1, 2, 4 with MPI and with Gloo, fixed steps per epoch, timeline window on; raw MPI
-        allreduce (commbench) at each np; prints the table and writes the report's figures.
+        allreduce (commbench) at each np; prints the table and writes the report's figures into the sweep's
+        directory (docs/figures is regenerated with --out docs/figures).
 
     python -m hvd_mlp.bench compare [--repeats 2]
         side by side on one 60,000-image MNIST-shaped set (IDX files): the seed's PyTorch DDP design (hvd_mlp.baseline)
@@ -19,6 +20,7 @@
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -27,7 +29,7 @@ import tempfile
 import time
 
 from hvd_mlp import results
-from hvd_mlp.errors import ArgumentParser, UserError, command_line
+from hvd_mlp.errors import ArgumentParser, UserError, command_line, output_dir, output_file, positive
 
 # hvd_mlp's default MLP: 4 Linear layers, weight and bias each
 TENSORS = [("0.weight", "[512, 784]"), ("0.bias", "[512]"), ("3.weight", "[256, 512]"), ("3.bias", "[256]"),
@@ -108,6 +110,7 @@ def bench_timeline(args):
 
 
 BIN = os.path.dirname(sys.executable)
+OWN_ERROR = re.compile(r"hvd_mlp\.\w+: error: .*")  # after horovodrun's "[1,0]<stderr>:" tag, if any
 
 
 def horovodrun(np_: int, controller: str, module: str, args: list) -> list:
@@ -122,9 +125,16 @@ def run_training(np_: int, controller: str, train_args: list, out_dir: str) -> d
     proc = subprocess.run(horovodrun(np_, controller, "hvd_mlp.train", [*train_args, "--output-dir", out_dir]),
                           capture_output=True, text=True, env={**env, "PATH": f"{BIN}:{env['PATH']}"})
     if proc.returncode:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise UserError(f"training failed ({' | '.join(tail)})")
+        raise UserError(f"training failed: {cause(proc)}")
     return results.to_dict(results.read(out_dir))
+
+
+def cause(proc) -> str:
+    """Why a child run failed: its own one-line error (mpirun's and horovodrun's boxes and tracebacks come after
+    it and say only that a process exited), else the last lines of its output."""
+    lines = (proc.stdout + proc.stderr).splitlines()
+    own = [m.group(0) for m in map(OWN_ERROR.search, lines) if m]
+    return own[0] if own else " | ".join(line.strip() for line in lines[-3:])
 
 
 def bench_recording(args):
@@ -154,7 +164,7 @@ def raw_mpi_allreduce_us(np_: int, out_dir: str) -> float:
                                      ["--sizes", MODEL_FLOATS * 4, "--repeats", 100, "--json", out]),
                           capture_output=True, text=True)
     if proc.returncode:
-        raise UserError(f"commbench failed: {proc.stderr.strip()[-300:]}")
+        raise UserError(f"commbench failed: {cause(proc)}")
     with open(out) as fh:
         return json.load(fh)["rows"][0]["time_us"]
 
@@ -164,7 +174,7 @@ def bench_scaling(args):
     sweep_dir = os.path.join(args.runs, time.strftime("scaling-%Y%m%d-%H%M%S"))
     train_args = ["--dataset", "synthetic", "--synthetic-size", 60000, "--epochs", args.epochs, "--max-steps",
                   args.steps, "--batch-size", args.batch_size, "--log-every", 0, "--checkpoint-every", 0,
-                  "--timeline-mode", "window", "--timeline-steps", min(40, args.steps - 10)]
+                  "--timeline-mode", "window", "--timeline-steps", max(1, min(40, args.steps - 10))]
     run_dirs, raw = [], {}
     for np_ in (1, 2, 4):
         for controller in ("mpi", "gloo"):
@@ -187,8 +197,9 @@ def bench_scaling(args):
         mpi = raw.get(row["np"])  # one rank has no raw MPI floor: nothing to hold against
         floor = f"{mpi / 1e3:>5.2f} ms {per_step / mpi:>5.1f}x" if mpi else f"{'-':>8} {'-':>6}"
         print(f"{line} {per_step / 1e3:>12.2f} ms {floor}")
-    written, _ = report.make_report(run_dirs, args.out)
-    print(f"wrote {len(written)} figures to {args.out}")
+    out = args.out or sweep_dir  # not docs/figures: a sweep must not overwrite the committed figures unasked
+    written, _, notes = report.make_report(run_dirs, out)
+    print("\n".join([f"wrote {len(written)} figures to {out}", *notes]))
 
 
 def bench_compare(args):
@@ -237,23 +248,25 @@ def main(argv=None):
     parser = ArgumentParser(prog="hvd_mlp.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("timeline", help="time and peak memory of summarising a large timeline")
-    t.add_argument("--size-mb", type=float, default=1000, help="timeline size (default: 1000)")
-    t.add_argument("--file", default="/tmp/hvd_mlp-bench-timeline.json", help="where to write it (kept for reruns)")
+    t.add_argument("--size-mb", type=positive(float), default=1000, help="timeline size in MB (default: 1000)")
+    t.add_argument("--file", type=output_file, default="/tmp/hvd_mlp-bench-timeline.json",
+                   help="where to write it; kept, and reused when it has the size (default: %(default)s)")
     r = sub.add_parser("recording", help="throughput cost of recording the timeline, per mode")
-    r.add_argument("--np", type=int, default=2, help="ranks (default: 2)")
-    r.add_argument("--controller", choices=("mpi", "gloo"), default="mpi", help="(default: mpi)")
-    r.add_argument("--epochs", type=int, default=3, help="epochs per run (default: 3)")
-    r.add_argument("--samples", type=int, default=60000, help="synthetic training images (default: 60000)")
-    r.add_argument("--batch-size", type=int, default=64, help="per rank (default: 64)")
-    r.add_argument("--repeats", type=int, default=3, help="runs per mode (default: 3)")
+    r.add_argument("--np", type=positive(int), default=2, help="ranks (default: 2)")
+    r.add_argument("--controller", choices=("mpi", "gloo"), default="mpi", help="horovodrun's (default: mpi)")
+    r.add_argument("--epochs", type=positive(int), default=3, help="epochs per run (default: 3)")
+    r.add_argument("--samples", type=positive(int), default=60000, help="synthetic training images (default: 60000)")
+    r.add_argument("--batch-size", type=positive(int), default=64, help="per rank (default: 64)")
+    r.add_argument("--repeats", type=positive(int), default=3, help="runs per mode (default: 3)")
     sc = sub.add_parser("scaling", help="np = 1, 2, 4 with MPI and Gloo: table and figures")
-    sc.add_argument("--steps", type=int, default=150, help="steps per epoch (default: 150)")
-    sc.add_argument("--epochs", type=int, default=3, help="epochs per run (default: 3)")
-    sc.add_argument("--batch-size", type=int, default=64, help="per rank (default: 64)")
-    sc.add_argument("--runs", default="runs", help="where the sweep's run directories go (default: runs)")
-    sc.add_argument("--out", default="docs/figures", help="where the figures go (default: docs/figures)")
+    sc.add_argument("--steps", type=positive(int), default=150, help="steps per epoch (default: 150)")
+    sc.add_argument("--epochs", type=positive(int), default=3, help="epochs per run (default: 3)")
+    sc.add_argument("--batch-size", type=positive(int), default=64, help="per rank (default: 64)")
+    sc.add_argument("--runs", type=output_dir, default="runs",
+                    help="where the sweep's run directory goes (default: runs)")
+    sc.add_argument("--out", type=output_dir, help="where the figures go (default: the sweep's run directory)")
     c = sub.add_parser("compare", help="hvd_mlp against the seed's DDP design, side by side")
-    c.add_argument("--repeats", type=int, default=2, help="runs of each (default: 2)")
+    c.add_argument("--repeats", type=positive(int), default=2, help="runs of each (default: 2)")
     args = parser.parse_args(argv)
     {"timeline": bench_timeline, "recording": bench_recording, "scaling": bench_scaling,
      "compare": bench_compare}[args.command](args)

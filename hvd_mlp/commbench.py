@@ -7,12 +7,13 @@ Times mpi4py's Allreduce (float32, SUM, in place) of the MLP's whole gradient (5
 of sizes; prints per size the median time, algorithm bandwidth (bytes / t) and bus bandwidth (2(N-1)/N x bytes / t,
 the ring allreduce's traffic per link), so Horovod's allreduce per step can be held against it.
 """
+import argparse
 import os
 import time
 
 import numpy as np
 
-from hvd_mlp.errors import ArgumentParser, UserError, command_line
+from hvd_mlp.errors import ArgumentParser, UserError, command_line, output_file, positive
 
 MODEL_FLOATS = 567_434  # hvd_mlp's default MLP
 DEFAULT_SIZES = [4 << 10, 64 << 10, 256 << 10, 1 << 20, MODEL_FLOATS * 4, 8 << 20, 32 << 20]
@@ -33,13 +34,26 @@ def time_allreduce(comm, nbytes: int, repeats: int, warmup: int = 3) -> float:
     return float(comm.allreduce(float(np.median(times)), op=MPI.MAX))
 
 
+def byte_sizes(text: str) -> list:
+    """An argparse type: comma-separated byte counts, each a whole number of float32 elements."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers of bytes, got {text!r}") from None
+    bad = [n for n in sizes if n <= 0 or n % 4]
+    if bad:
+        raise argparse.ArgumentTypeError(f"each size must be a positive multiple of 4 (float32), got {bad[0]}")
+    return sizes
+
+
 @command_line("hvd_mlp.commbench")
 def main(argv=None):
     parser = ArgumentParser(prog="hvd_mlp.commbench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=DEFAULT_SIZES,
+    parser.add_argument("--sizes", type=byte_sizes, default=DEFAULT_SIZES,
                         help="bytes per allreduce, comma separated (default: 4 KiB .. 32 MiB and the MLP's gradient)")
-    parser.add_argument("--repeats", type=int, default=50, help="timed repetitions per size (default: 50)")
-    parser.add_argument("--json", help="also write the table to this JSON file (rank 0)")
+    parser.add_argument("--repeats", type=positive(int), default=50, help="timed repetitions per size (default: 50)")
+    parser.add_argument("--json", type=output_file, help="also write the table to this JSON file (rank 0; "
+                                                          "checked before the benchmark runs)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")  # same setting as the training, for a fair floor
     from mpi4py import MPI
@@ -56,7 +70,8 @@ def main(argv=None):
                      "busbw_MBps": 2 * (size - 1) / size * nbytes / t / 1e6})
     if rank != 0:
         return
-    print(f"raw MPI_Allreduce, {size} ranks, {MPI.Get_library_version().splitlines()[0].strip()}")
+    library = MPI.Get_library_version().replace("\0", "").splitlines()[0].strip()  # Open MPI's ends in a NUL byte
+    print(f"raw MPI_Allreduce, {size} ranks, {library}")
     print(f"{'bytes':>12} {'time us':>10} {'algbw MB/s':>11} {'busbw MB/s':>11}")
     for r in rows:
         mark = "  <- the MLP's gradient" if r["bytes"] == MODEL_FLOATS * 4 else ""

@@ -11,6 +11,7 @@ import argparse
 import functools
 import os
 import sys
+import tempfile
 
 
 class UserError(Exception):
@@ -38,6 +39,7 @@ def command_line(prog: str):
     def wrap(main):
         @functools.wraps(main)
         def guarded(argv=None):
+            whole_lines()
             try:
                 return main(argv)
             except UserError as e:
@@ -46,6 +48,16 @@ def command_line(prog: str):
                 exit_with(prog, "interrupted", status=130)
         return guarded
     return wrap
+
+
+def whole_lines():
+    """Let every printed line leave in one write. With PYTHONUNBUFFERED (common in images; horovodrun's Gloo
+    launcher sets it) print() writes a line's text and its newline separately, and mpirun --tag-output, which
+    horovodrun's MPI launcher uses, tags each piece it reads: `[1,0]<stdout>:` then lands at the end of a line.
+    Line buffering is as prompt (a flush per line) and writes the line whole."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True, write_through=False)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -85,3 +97,35 @@ def non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def output_file(text):
+    """An argparse type: a path a file can be written to, checked before any work is spent on its content."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file path, got ''")
+    if os.path.isdir(text) or text.endswith(os.sep):
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+    _probe(os.path.dirname(os.path.abspath(text)), text)
+    return text
+
+
+def output_dir(text):
+    """An argparse type: a directory that exists or can be made, and that takes new files."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a directory path, got ''")
+    existing = os.path.abspath(text)
+    while not os.path.exists(existing):  # the nearest existing ancestor is where makedirs starts
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory" if existing == os.path.abspath(text)
+                                         else f"cannot make directory {text}: {existing} is a file")
+    _probe(existing, text)
+    return text
+
+
+def _probe(directory, text):
+    # a real file, not os.access: root passes every access check, and a read-only mount fails only on writing
+    try:
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {e.strerror}") from None

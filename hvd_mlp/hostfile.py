@@ -8,7 +8,8 @@ line, and says little on other mistakes; this names the line and the problem.
 """
 import re
 
-from hvd_mlp.errors import ArgumentParser, UserError, command_line
+from hvd_mlp.errors import ArgumentParser, UserError, command_line, non_negative_int, output_file
+from hvd_mlp.storage import atomic_file
 
 HOST = re.compile(r"^[A-Za-z0-9_.:\[\]-]+$")
 
@@ -61,17 +62,21 @@ def main(argv=None):
     parser = ArgumentParser(prog="hvd_mlp.hostfile", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="validate a hostfile (and that it has -np slots)")
-    c.add_argument("file")
-    c.add_argument("--np", type=int, default=0, help="processes the launch will start")
     k = sub.add_parser("clean", help="write the hostfile without comments and blank lines, for horovodrun")
-    k.add_argument("file")
-    k.add_argument("out")
-    k.add_argument("--np", type=int, default=0, help="processes the launch will start")
+    for p in (c, k):
+        p.add_argument("file", help="the hostfile: one '<host> slots=<N>' per line, # comments allowed")
+    k.add_argument("out", type=output_file, help="the clean hostfile to write (replaced atomically)")
+    for p in (c, k):
+        p.add_argument("--np", type=non_negative_int, default=0,
+                       help="processes the launch will start: check there are that many slots (default: 0, no check)")
     args = parser.parse_args(argv)
     hosts = check(args.file, args.np)
     if args.command == "clean":
-        with open(args.out, "w") as fh:
-            fh.writelines(f"{host} slots={slots}\n" for host, slots in hosts)
+        try:
+            with atomic_file(args.out, "w") as fh:
+                fh.writelines(f"{host} slots={slots}\n" for host, slots in hosts)
+        except OSError as e:  # checked up front; this is e.g. a full disk
+            raise UserError(f"cannot write {args.out}: {e.strerror}") from None
     print(f"{args.file}: {len(hosts)} host(s), {sum(s for _, s in hosts)} slots: "
           + ", ".join(f"{h} ({s})" for h, s in hosts))
 

@@ -2,24 +2,29 @@
 
     python -m hvd_mlp.report RUN_DIR [RUN_DIR ...] --out DIR
 
-For each run: <name>-training.png (loss and accuracy per epoch), <name>-time.png (per-epoch compute, exposed
-communication and other time, with the timeline's communication in flight), <name>-comm.png (allreduce bytes and
-bandwidth per epoch; needs a timeline). For several runs also scaling.png: samples/s and speedup against world
-size with the ideal line, parallel efficiency, and communication share, MPI and Gloo side by side.
+For each run: <name>-training.png (loss and accuracy per epoch), <name>-time.png (per-epoch compute, the loop's
+wait in synchronize() and other time, with the timeline's communication in flight), <name>-comm.png (allreduce
+bytes and bandwidth per epoch; needs a timeline, and a run that communicated). <name> is the run directory's name,
+with its parents as far as needed to tell the runs apart. For several runs also scaling.png: samples/s against
+world size, speedup and parallel efficiency against a one-rank run of the same controller (when there is one),
+and communication share, MPI and Gloo side by side.
 """
 import os
+import textwrap
 from collections import defaultdict
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.patches import Patch  # noqa: E402
 
 from hvd_mlp import results  # noqa: E402
-from hvd_mlp.errors import ArgumentParser, UserError, command_line  # noqa: E402
+from hvd_mlp.errors import ArgumentParser, UserError, command_line, output_dir  # noqa: E402
 from hvd_mlp.storage import atomic_file  # noqa: E402
 
 COLORS = {"compute": "#4C72B0", "exposed": "#DD8452", "other": "#BBBBBB", "mpi": "#4C72B0", "gloo": "#C44E52"}
+COMM_SOURCES = {"timeline": "in flight (timeline)", "loop wait": "loop's wait in synchronize()"}
 
 
 def load_run(run_dir: str) -> dict:
@@ -38,7 +43,11 @@ def save_figure(fig, path: str):
 
 def title(res: dict) -> str:
     w = res["world"]
-    return f"{res['name']}: {w['size']} ranks, {w['controller'].upper()}, {res['dataset']['name']}"
+    return f"{res['name']}: {ranks(w['size'])}, {w['controller'].upper()}, {res['dataset']['name']}"
+
+
+def ranks(n: int) -> str:
+    return f"{n} rank" if n == 1 else f"{n} ranks"
 
 
 # --------------------------------------------------------------------------------------------------- one run
@@ -67,12 +76,20 @@ def plot_time(res: dict, path: str):
     other = [max(0.0, e["epoch_time_s"] - c - w) for e, c, w in zip(ep, compute, exposed)]
     fig, ax = plt.subplots(figsize=(11, 4.2))
     ax.bar(x, compute, color=COLORS["compute"], label="compute (forward, backward, optimizer)")
-    ax.bar(x, exposed, bottom=compute, color=COLORS["exposed"], label="exposed communication (loop waits)")
+    ax.bar(x, exposed, bottom=compute, color=COLORS["exposed"], label="exposed: the loop waits in synchronize()\n"
+           "(mean of the ranks, own clock)")
     ax.bar(x, other, bottom=[c + w for c, w in zip(compute, exposed)], color=COLORS["other"],
            label="other (batching, schedule, logging)")
     if all("comm" in e and "comm_us" in e["comm"] for e in ep):
-        ax.plot(x, [e["comm"]["comm_us"] / 1e6 for e in ep], "k^--", label="communication in flight (timeline)")
+        window = " (window scaled)" if "scaled_from_steps" in ep[0]["comm"] else ""
+        ax.plot(x, [e["comm"]["comm_us"] / 1e6 for e in ep], "k^--",
+                label=f"communication in flight,\nrank 0's timeline{window}")
         ax.plot(x, [e["comm"]["collective_us"] / 1e6 for e in ep], "kv:", label="of which transfer (timeline)")
+        # measured per step (docs/timeline.md): 9-26% of the wait lay before the first span, 6-18% after the last
+        note = "The two measure different things: the wait also holds the time until Horovod's background cycle " \
+               "picks the gradients up, and until the loop wakes after the op, which the timeline does not record."
+        note += " A window's figures are its steps scaled to the whole epoch." if window else ""
+        ax.text(1.01, 0, textwrap.fill(note, 40), transform=ax.transAxes, va="bottom", fontsize=7, color="#555555")
     ax.set(xlabel="epoch", ylabel="seconds", title=f"time per epoch — {title(res)}")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylim(0, 1.1 * max(e["epoch_time_s"] for e in ep))
@@ -83,8 +100,8 @@ def plot_time(res: dict, path: str):
 
 def plot_comm(res: dict, path: str):
     ep = [e for e in res["epochs"] if "comm" in e and "allreduce_bytes" in e["comm"]]
-    if not ep:
-        return None  # no timeline recorded in this run
+    if not any(e["comm"]["allreduce_bytes"] for e in ep):
+        return None  # no timeline recorded, or nothing communicated (one rank): there is nothing to draw
     x = [e["epoch"] for e in ep]
     fig, (ax_bytes, ax_bw) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax_bytes.bar(x, [e["comm"]["allreduce_bytes"] / 1e6 for e in ep], color=COLORS["compute"])
@@ -100,23 +117,23 @@ def plot_comm(res: dict, path: str):
 
 # --------------------------------------------------------------------------------------------------- several runs
 def scaling_rows(runs: list) -> list:
-    """One row per run: np, controller, samples/s, speedup and efficiency against the same controller's
-    smallest world, and communication share (timeline when recorded, else the loop's wait)."""
+    """One row per run: np, controller, samples/s, speedup and efficiency against a one-rank run of the same
+    controller (None without one: a larger world's rate per rank is no one-rank rate), and communication share
+    (timeline when recorded, else the loop's wait)."""
     by_controller = defaultdict(list)
     for res in runs:
         by_controller[res["world"]["controller"]].append(res)
     rows = []
     for controller, group in sorted(by_controller.items()):
         group.sort(key=lambda r: r["world"]["size"])
-        base = group[0]
-        base_rate = base["summary"]["samples_per_s"] / base["world"]["size"]  # per rank
+        one = [r["summary"]["samples_per_s"] for r in group if r["world"]["size"] == 1]
         for res in group:
             steady = results.steady(res["epochs"])
             comm = [e["comm"]["comm_share"] for e in steady if "comm_share" in e.get("comm", {})]
             n, rate = res["world"]["size"], res["summary"]["samples_per_s"]
-            speedup = rate / base_rate  # against one rank (the smallest world's rate per rank)
+            speedup = rate / max(one) if one else None  # the best one-rank run: speedup is never flattered
             rows.append({"name": res["name"], "np": n, "controller": controller, "samples_per_s": rate,
-                         "speedup": speedup, "efficiency": speedup / n,
+                         "speedup": speedup, "efficiency": speedup / n if one else None,
                          "comm_share": sum(comm) / len(comm) if comm else res["summary"]["comm_wait_share"],
                          "comm_source": "timeline" if comm else "loop wait"})
     return rows
@@ -127,31 +144,51 @@ def plot_scaling(rows: list, path: str):
     sizes = sorted({r["np"] for r in rows})
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     (ax_rate, ax_speed), (ax_eff, ax_comm) = axes
-    width = 0.8 / len(controllers)
-    for i, controller in enumerate(controllers):
+    for controller in controllers:
         mine = sorted((r for r in rows if r["controller"] == controller), key=lambda r: r["np"])
-        nps = [r["np"] for r in mine]
-        color = COLORS.get(controller)
-        ax_rate.plot(nps, [r["samples_per_s"] for r in mine], "o-", color=color, label=controller.upper())
-        ax_speed.plot(nps, [r["speedup"] for r in mine], "o-", color=color, label=controller.upper())
-        pos = [sizes.index(n) + (i - (len(controllers) - 1) / 2) * width for n in nps]
-        ax_eff.bar(pos, [100 * r["efficiency"] for r in mine], width, color=color, label=controller.upper())
-        ax_comm.bar(pos, [100 * r["comm_share"] for r in mine], width, color=color, label=controller.upper())
-    base = {c: min((r for r in rows if r["controller"] == c), key=lambda r: r["np"]) for c in controllers}
-    per_rank = max(b["samples_per_s"] / b["speedup"] for b in base.values())
-    ax_rate.plot(sizes, [per_rank * n for n in sizes], "k--", alpha=0.5, label="ideal (linear)")
-    ax_speed.plot(sizes, sizes, "k--", alpha=0.5, label="ideal")
+        style = {"color": COLORS.get(controller), "label": controller.upper()}
+        ax_rate.plot([r["np"] for r in mine], [r["samples_per_s"] for r in mine], "o-", **style)
+        if mine[0]["speedup"] is not None:
+            ax_speed.plot([r["np"] for r in mine], [r["speedup"] for r in mine], "o-", **style)
+    for n_i, n in enumerate(sizes):  # one bar per run, side by side within its np: none hides another
+        mine = sorted((r for r in rows if r["np"] == n), key=lambda r: (r["controller"], r["name"]))
+        width = 0.8 / len(mine)
+        for i, r in enumerate(mine):
+            pos, style = n_i + (i - (len(mine) - 1) / 2) * width, {"color": COLORS.get(r["controller"])}
+            ax_comm.bar_label(ax_comm.bar(pos, 100 * r["comm_share"], width, **style), fmt="%.0f%%", fontsize=7)
+            if r["efficiency"] is not None:
+                ax_eff.bar_label(ax_eff.bar(pos, 100 * r["efficiency"], width, **style), fmt="%.0f%%", fontsize=7)
+    ideal = {"color": "black", "linestyle": "--", "linewidth": 1.2, "zorder": 5}  # drawn over the points
+    one = [r["samples_per_s"] for r in rows if r["np"] == 1]
+    if one:
+        ax_rate.plot(sizes, [max(one) * n for n in sizes], label="ideal (linear from 1 rank)", **ideal)
+    without = [c.upper() for c in controllers if not any(r["np"] == 1 and r["controller"] == c for r in rows)]
+    if len(without) < len(controllers):
+        ax_speed.plot(sizes, sizes, label="ideal", **ideal)
+        ax_eff.axhline(100, label="ideal", **ideal)
+    for ax in (ax_speed, ax_eff):  # say why a panel is (partly) empty rather than compute a speedup from np > 1
+        if without:
+            ax.text(0.5, 0.5, f"no np=1 run of {' or '.join(without)}:\nno speedup to show", transform=ax.transAxes,
+                    ha="center", va="center", color="#777777")
+    top = max([110] + [100 * r["efficiency"] * 1.15 for r in rows if r["efficiency"] is not None])
     ax_rate.set(xlabel="ranks (np)", ylabel="samples/s (all ranks)", title="throughput")
     ax_speed.set(xlabel="ranks (np)", ylabel="speedup vs 1 rank", title="speedup")
-    ax_eff.set(ylabel="parallel efficiency (%)", title="efficiency = speedup / np", ylim=(0, 110))
-    ax_comm.set(ylabel="share of epoch (%)", title="communication in flight (timeline)")
+    ax_eff.set(ylabel="parallel efficiency (%)", title="efficiency = speedup / np", ylim=(0, top))
+    sources = sorted({r["comm_source"] for r in rows})
+    ax_comm.set(ylabel="share of epoch (%)", title=f"communication: {' / '.join(COMM_SOURCES[s] for s in sources)}",
+                ylim=(0, 1.15 * max([1] + [100 * r["comm_share"] for r in rows])))
     for ax in (ax_eff, ax_comm):
         ax.set_xticks(range(len(sizes)), [f"np={n}" for n in sizes])
     for ax in (ax_rate, ax_speed):
         ax.set_xticks(sizes)
     for ax in axes.flat:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    for ax in (ax_rate, ax_speed):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    for ax in (ax_eff, ax_comm):  # bars are per run: the legend names the controllers once
+        ax.legend(handles=[Patch(color=COLORS.get(c), label=c.upper()) for c in controllers]
+                  + ax.get_legend_handles_labels()[0], fontsize=8)
     fig.suptitle("scaling on this machine (batch per rank fixed)")
     return save_figure(fig, path)
 
@@ -159,40 +196,65 @@ def plot_scaling(rows: list, path: str):
 def format_rows(rows: list) -> str:
     lines = [f"{'np':>3} {'controller':>10} {'samples/s':>10} {'speedup':>8} {'efficiency':>10} {'comm share':>11}"]
     for r in rows:
-        lines.append(f"{r['np']:>3} {r['controller']:>10} {r['samples_per_s']:>10,.0f} {r['speedup']:>8.2f} "
-                     f"{100 * r['efficiency']:>9.0f}% {100 * r['comm_share']:>10.1f}%")
+        speedup, efficiency = (f"{r['speedup']:>8.2f}", f"{100 * r['efficiency']:>9.0f}%") \
+            if r["speedup"] is not None else (f"{'-':>8}", f"{'-':>10}")
+        lines.append(f"{r['np']:>3} {r['controller']:>10} {r['samples_per_s']:>10,.0f} {speedup} {efficiency} "
+                     f"{100 * r['comm_share']:>10.1f}%")
+    if any(r["speedup"] is None for r in rows):
+        lines.append("(-: no np=1 run of that controller, so no speedup to measure against)")
     return "\n".join(lines)
 
 
+def figure_names(run_dirs: list) -> list:
+    """Each run's name for its figures: its directory's name, with as many parents as it takes to tell the runs
+    apart (runs/a/x and runs/b/x -> a-x, b-x): two runs must never write the same file."""
+    real = [os.path.realpath(d) for d in run_dirs]
+    for i, path in enumerate(real):
+        if path in real[:i]:
+            raise UserError(f"{run_dirs[i]} is given twice")
+    parts = [os.path.abspath(d).split(os.sep) for d in run_dirs]
+    for depth in range(1, max(map(len, parts)) + 1):
+        names = ["-".join(p[-depth:]).strip("-") for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{i}-{name}" for i, name in enumerate(names, 1)]  # a/b-c and a-b/c: joined, even the paths collide
+
+
 def make_report(run_dirs: list, out: str) -> tuple:
-    """(the PNG files written, the scaling rows when there are several runs)."""
+    """(the PNG files written, the scaling rows when there are several runs, notes on figures not drawn)."""
     runs = [load_run(d) for d in run_dirs]
+    for res, name in zip(runs, figure_names(run_dirs)):
+        res["name"] = name
     try:
         os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create {out}: {e.strerror}") from None
-    written = []
-    for res in runs:
-        written.append(plot_training(res, os.path.join(out, f"{res['name']}-training.png")))
-        written.append(plot_time(res, os.path.join(out, f"{res['name']}-time.png")))
-        written.append(plot_comm(res, os.path.join(out, f"{res['name']}-comm.png")))
-    rows = scaling_rows(runs) if len(runs) > 1 else []
-    if rows:
-        written.append(plot_scaling(rows, os.path.join(out, "scaling.png")))
-    return [w for w in written if w], rows
+        written, notes = [], []
+        for res in runs:
+            written.append(plot_training(res, os.path.join(out, f"{res['name']}-training.png")))
+            written.append(plot_time(res, os.path.join(out, f"{res['name']}-time.png")))
+            written.append(plot_comm(res, os.path.join(out, f"{res['name']}-comm.png")))
+            if not written[-1]:
+                notes.append(f"no {res['name']}-comm.png: " + ("nothing was communicated (one rank)"
+                             if res["world"]["size"] == 1 else "no timeline was recorded (--timeline-mode)"))
+        rows = scaling_rows(runs) if len(runs) > 1 else []
+        if rows:
+            written.append(plot_scaling(rows, os.path.join(out, "scaling.png")))
+    except OSError as e:  # --out was checked up front; this is e.g. a disk filling up
+        raise UserError(f"cannot write figures into {out}: {e.strerror}") from None
+    return [w for w in written if w], rows, notes
 
 
 @command_line("hvd_mlp.report")
 def main(argv=None):
     parser = ArgumentParser(prog="hvd_mlp.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (holding results.json)")
-    parser.add_argument("--out", required=True, help="directory for the PNG figures")
+    parser.add_argument("--out", required=True, type=output_dir,
+                        help="directory for the PNG figures (made if missing; figures of the same names replaced)")
     args = parser.parse_args(argv)
-    written, rows = make_report(args.runs, args.out)
+    written, rows, notes = make_report(args.runs, args.out)
     if rows:
         print(format_rows(rows))
-    for path in written:
-        print(f"wrote {path}")
+    for line in [*(f"wrote {path}" for path in written), *notes]:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,8 @@ def write(run_dir: str, record: RunRecord):
 # ------------------------------------------------------------------------------------------------- read
 def read(path: str) -> RunRecord:
     """The run record in `path` (a run directory or its results.json); UserError naming what is wrong."""
+    if not path:
+        raise UserError("the run's path is empty (give a run directory or its results.json)")
     file = os.path.join(path, FILE) if os.path.isdir(path) else path
     try:
         with open(file) as fh:

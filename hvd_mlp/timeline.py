@@ -14,9 +14,9 @@ import math
 import sys
 import time
 
-from hvd_mlp.errors import ArgumentParser, UserError, command_line
+from hvd_mlp.errors import ArgumentParser, UserError, command_line, non_negative_int, output_file
 from hvd_mlp.intervals import IntervalUnion
-from hvd_mlp.storage import atomic_file
+from hvd_mlp.tracefile import TimelineError, iter_events, repair
 
 # comm: negotiation or op in flight, i.e. from a tensor being ready to its result being there; op: the collective
 # op itself (ALLREDUCE, ...); collective: the transfer (MPI_/GLOO_/NCCL_ALLREDUCE); memcpy: fusion-buffer copies
@@ -25,13 +25,7 @@ SCALABLE_KEYS = {f"{c}_us" for c in CLASSES} | {"allreduce_bytes", "allreduce_op
 OPS = {"ALLREDUCE", "ALLGATHER", "BROADCAST", "ALLTOALL", "REDUCESCATTER", "BARRIER", "JOIN", "ADASUM"}
 DTYPE_BYTES = {"uint8": 1, "int8": 1, "bool": 1, "uint16": 2, "int16": 2, "float16": 2, "bfloat16": 2,
                "int32": 4, "float32": 4, "int64": 8, "float64": 8}
-CHUNK = 1 << 22  # 4 MiB of text per read
 FLUSH_EVERY = 50_000  # spans between folds of the interval unions
-MAX_PENDING = 1 << 26  # an "event" longer than 64 MiB means this is not a timeline
-
-
-class TimelineError(UserError):
-    """The file cannot be analysed at all (empty, not a timeline, unreadable)."""
 
 
 def now_us() -> int:
@@ -51,87 +45,6 @@ def classify(name: str, depth: int) -> str:
     if name.split("_", 1)[0] in ("MPI", "GLOO", "NCCL", "CCL", "DDL", "ADASUM") or name.endswith(("ALLREDUCE", "BCAST")):
         return "collective"
     return "other"
-
-
-# --------------------------------------------------------------------------------------------------- reading
-def iter_events(path: str, issues: list):
-    """Yield the trace's events (dicts) in file order, reading as far as the file goes.
-
-    Each imperfection found is appended to `issues` as a short phrase; TimelineError if nothing is a timeline.
-    """
-    try:
-        fh = open(path, "r", encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise TimelineError(f"cannot read {path}: {e.strerror}") from None
-    with fh:
-        head = fh.read(CHUNK).lstrip()
-        if not head:
-            raise TimelineError(f"{path} is empty (Horovod writes nothing for a run without collectives)")
-        if not head.startswith("["):
-            raise TimelineError(f"{path} is not a Horovod timeline (it does not start with a JSON array)")
-        pending, seen, eof = head[1:], 0, False
-        while not eof:
-            more = fh.read(CHUNK)
-            eof = not more
-            pending += more
-            if eof:
-                body, pending = _tail(pending, issues), ""
-            else:
-                cut = pending.rfind("},")  # the last complete event ends here (or inside a nested args object:
-                if cut < 0:                # then the comma-split below fails over to event-by-event decoding)
-                    if len(pending) > MAX_PENDING:
-                        raise TimelineError(f"{path} is not a Horovod timeline (no event boundary in 64 MiB)")
-                    continue
-                body, pending = pending[:cut + 1], pending[cut + 2:]
-            for event in _decode(body, issues, final=eof):
-                if not isinstance(event, dict) or "ph" not in event:
-                    raise TimelineError(f"{path} is not a Horovod timeline (an element is not a trace event)")
-                seen += 1
-                yield event
-        if not seen:
-            raise TimelineError(f"{path} holds no trace events")
-
-
-def _tail(text: str, issues: list) -> str:
-    text = text.rstrip()
-    if text.endswith("]"):
-        text = text[:-1].rstrip()
-    else:
-        issues.append("the closing ']' is missing")
-    if text.endswith(","):
-        text = text[:-1]
-    return text
-
-
-def _decode(body: str, issues: list, final: bool):
-    body = body.strip().strip(",")
-    if not body:
-        return []
-    try:
-        return json.loads(f"[{body}]")
-    except json.JSONDecodeError:
-        pass
-    # slow path, only for a damaged stretch: decode one event at a time and stop at what cannot be read
-    decoder, pos, events = json.JSONDecoder(), 0, []
-    while pos < len(body):
-        while pos < len(body) and body[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(body):
-            break
-        try:
-            event, pos = decoder.raw_decode(body, pos)
-        except json.JSONDecodeError:
-            if final:
-                issues.append("the file ends mid-event (a killed run?)")
-                return events
-            nxt = body.find("},{", pos)
-            issues.append("a malformed event was skipped")
-            if nxt < 0:
-                return events
-            pos = nxt + 2
-            continue
-        events.append(event)
-    return events
 
 
 # --------------------------------------------------------------------------------------------------- analysis
@@ -274,35 +187,6 @@ def summarize(path: str, epochs=None, top: int = 10) -> dict:
     return report
 
 
-# --------------------------------------------------------------------------------------------------- repair
-def repair(src: str, dst: str) -> dict:
-    """Write a valid JSON trace: orphan ends dropped, open spans closed at the last moment, the array closed."""
-    issues, stacks, counts, last_ts = [], {}, {"events": 0, "orphans": 0, "closed": 0}, 0
-    with atomic_file(dst, "w") as out:
-        out.write("[\n")
-        first = True
-        for ev in iter_events(src, issues):
-            if ev["ph"] in ("B", "E"):
-                stack = stacks.setdefault(ev.get("pid"), [])
-                if ev["ph"] == "B":
-                    stack.append(ev.get("tid", 0))
-                elif stack:
-                    stack.pop()
-                else:
-                    counts["orphans"] += 1
-                    continue
-            last_ts = max(last_ts, ev.get("ts", 0))
-            out.write(("" if first else ",\n") + json.dumps(ev, separators=(",", ":")))
-            first, counts["events"] = False, counts["events"] + 1
-        for pid, stack in stacks.items():
-            for tid in reversed(stack):
-                out.write(",\n" + json.dumps({"ph": "E", "pid": pid, "tid": tid, "ts": last_ts}))
-                counts["closed"] += 1
-        out.write("\n]\n")
-    counts["warnings"] = issues
-    return counts
-
-
 # --------------------------------------------------------------------------------------------------- command line
 def format_report(report: dict) -> str:
     t, lines = report["total"], []
@@ -325,20 +209,23 @@ def main(argv=None):
     s.add_argument("--results", help="the run (directory or results.json) the timeline file belongs to: per-epoch "
                                      "figures")
     s.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    s.add_argument("--top", type=int, default=10, help="tensors listed (default: 10)")
+    s.add_argument("--top", type=non_negative_int, default=10, help="tensors listed (default: 10)")
     r = sub.add_parser("repair", help="write a valid JSON trace that Perfetto and Chrome load")
-    r.add_argument("input")
-    r.add_argument("output")
+    r.add_argument("input", help="the damaged timeline")
+    r.add_argument("output", type=output_file, help="the repaired file to write (replaced atomically)")
     args = parser.parse_args(argv)
     if args.command == "repair":
-        counts = repair(args.input, args.output)
+        try:
+            counts = repair(args.input, args.output)
+        except OSError as e:  # checked up front; what is left is e.g. a disk filling up while writing
+            raise UserError(f"cannot write {args.output}: {e.strerror}") from None
         warn(counts.pop("warnings"))
         print(f"wrote {args.output}: {counts['events']:,} events, {counts['orphans']} orphan ends dropped, "
               f"{counts['closed']} open spans closed")
         return
-    if args.results or os.path.isdir(args.timeline):
+    if args.results is not None or os.path.isdir(args.timeline):
         from hvd_mlp import epochcomm, results  # they build on this module
-        run, file = (args.results, args.timeline) if args.results else (args.timeline, "")
+        run, file = (args.results, args.timeline) if args.results is not None else (args.timeline, "")
         epochs, source = epochcomm.run_comm(run, file)
         print(json.dumps([results.to_dict(e) for e in epochs], indent=1) if args.json else
               epochcomm.format_epochs(epochs, source), flush=True)

@@ -37,6 +37,24 @@ def python_module(module: str, *args) -> list:
     return [sys.executable, "-m", module, *map(str, args)]
 
 
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory that takes no new file, even for root (chattr +i: root ignores the mode bits)."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    path.chmod(0o555)
+    immutable = os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+    try:
+        (path / "probe").touch()
+        pytest.skip("cannot make a read-only directory on this file system")
+    except OSError:
+        pass
+    yield path
+    if immutable:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+    path.chmod(0o755)
+
+
 @pytest.fixture(params=["gloo", "mpi"])
 def controller(request):
     return request.param

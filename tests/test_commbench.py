@@ -1,6 +1,9 @@
 """Raw MPI baseline under the real launcher."""
 import json
 import re
+import subprocess
+
+import pytest
 
 from conftest import horovodrun, python_module
 
@@ -20,3 +23,26 @@ def test_commbench_needs_mpi_ranks():
     proc = horovodrun(2, "gloo", python_module("hvd_mlp.commbench", "--repeats", "1"))
     assert proc.returncode != 0
     assert "hvd_mlp.commbench: error: run it with >= 2 MPI ranks" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sizes", "0"], "argument --sizes: each size must be a positive multiple of 4 (float32), got 0"),
+    (["--sizes", "4096,-8"], "argument --sizes: each size must be a positive multiple of 4 (float32), got -8"),
+    (["--sizes", "6"], "argument --sizes: each size must be a positive multiple of 4 (float32), got 6"),
+    (["--sizes", "1k"], "argument --sizes: expected comma-separated whole numbers of bytes, got '1k'"),
+    (["--sizes", ""], "argument --sizes: expected comma-separated whole numbers of bytes, got ''"),
+    (["--repeats", "0"], "argument --repeats: must be > 0, got 0"),
+    (["--json", "{d}"], "argument --json: {d} is a directory, not a file"),
+])
+def test_bad_arguments_are_one_line(tmp_path, args, message):
+    proc = subprocess.run(python_module("hvd_mlp.commbench", *(a.format(d=tmp_path) for a in args)),
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"hvd_mlp.commbench: error: {message.format(d=tmp_path)}"
+
+
+def test_json_in_a_missing_directory_is_refused_before_the_benchmark(tmp_path):
+    proc = horovodrun(2, "mpi", python_module("hvd_mlp.commbench", "--json", tmp_path / "missing" / "cb.json"))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"hvd_mlp.commbench: error: argument --json: cannot write {tmp_path}/missing/cb.json: No such file or " \
+           "directory" in proc.stderr
+    assert "raw MPI_Allreduce" not in proc.stdout  # nothing measured, then thrown away

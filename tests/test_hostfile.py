@@ -52,3 +52,31 @@ def test_launcher_refuses_a_bad_hostfile_in_one_line(tmp_path):
                            "--epochs", "1"], capture_output=True, text=True, env={**os.environ, "HVD_MLP_VENV": venv})
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"hvd_mlp.hostfile: error: {f}:2: slots must be a whole number, got 'x'"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["check", "{f}", "--np", "-5"], "argument --np: must be >= 0, got -5"),
+    (["check", "{f}", "--np", "two"], "argument --np: expected a whole number >= 0, got 'two'"),
+    (["clean", "{f}", "{d}/missing/out"], "argument out: cannot write {d}/missing/out: No such file or directory"),
+    (["clean", "{f}", "{d}"], "argument out: {d} is a directory, not a file"),
+])
+def test_bad_arguments_are_one_line(tmp_path, args, message):
+    f = tmp_path / "hosts"
+    f.write_text("a slots=2\n")
+    proc = subprocess.run([sys.executable, "-m", "hvd_mlp.hostfile", *(a.format(f=f, d=tmp_path) for a in args)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == "hvd_mlp.hostfile: error: " + message.format(d=tmp_path)
+
+
+def test_clean_writes_what_horovodrun_reads(tmp_path):
+    f, out = tmp_path / "hosts", tmp_path / "clean"
+    f.write_text("# cluster\n\na slots=2  # first\nb slots=1\n")
+    proc = subprocess.run([sys.executable, "-m", "hvd_mlp.hostfile", "clean", str(f), str(out), "--np", "3"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == "a slots=2\nb slots=1\n"
+
+
+def test_help_says_what_each_argument_is():
+    proc = subprocess.run([sys.executable, "-m", "hvd_mlp.hostfile", "clean", "--help"], capture_output=True, text=True)
+    assert "file        the hostfile:" in proc.stdout and "out         the clean hostfile" in proc.stdout

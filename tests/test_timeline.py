@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from conftest import horovodrun, python_module
-from hvd_mlp import timeline
+from hvd_mlp import timeline, tracefile
 from hvd_mlp.bench import write_timeline
 
 ORIGIN = 1_700_000_000_000_000
@@ -114,6 +114,77 @@ def test_not_a_timeline_is_one_clear_error(tmp_path, content, message):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def cli(*args):
+    return subprocess.run(python_module("hvd_mlp.timeline", *args), capture_output=True, text=True)
+
+
+def one_error_line(proc, message, prog="hvd_mlp.timeline"):
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"{prog}: error:") and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("bad", [{"ph": "B"}, {"ph": "B", "ts": "1500", "pid": 1, "name": "ALLREDUCE"},
+                                 {"ph": "E", "ts": 1500}, {"ph": "B", "ts": 1500, "pid": [1], "name": "X"},
+                                 {"ph": "B", "ts": 1500, "pid": 1, "name": 7}, {"ph": "M", "args": "x"},
+                                 {"ph": "E", "ts": 1500, "pid": 1, "args": {"shape": "[a, b]"}}, 42, "text"])
+def test_malformed_event_is_skipped_with_a_count(tmp_path, bad):
+    path = tmp_path / "t.json"
+    path.write_text(horovod_text(fused_step(1000) + [bad] + fused_step(2000)))
+    report = timeline.summarize(str(path))
+    assert "1 malformed event(s) skipped" in report["warnings"]
+    assert report["total"]["collective_us"] == 140  # everything around it is read
+
+
+def test_damaged_event_mid_file_does_not_end_the_reading(tmp_path):
+    path = tmp_path / "t.json"
+    text = horovod_text(fused_step(1000) + fused_step(2000))
+    cut = text.index('{"ph": "B", "name": "ALLREDUCE", "ts": 2010')
+    path.write_text(text[:cut] + '{"ph": "X", "ts": NaN},{"ph": "E", "ts": 1e400, "pid": 1},{"ph": "B", "na},'
+                    + text[cut:])
+    report = timeline.summarize(str(path))
+    assert "3 malformed event(s) skipped" in report["warnings"]
+    assert report["total"]["collective_us"] == 140
+
+
+@pytest.mark.parametrize("content", ['[{"ph":"B"}]', '[{"ph": "B", "ts": "5", "pid": 1, "name": "A"}]'])
+def test_no_usable_event_is_one_error(tmp_path, content):
+    path = tmp_path / "t.json"
+    path.write_text(content)
+    one_error_line(cli("summarize", path), "is not a Horovod timeline")
+    one_error_line(cli("repair", path, tmp_path / "fixed.json"), "is not a Horovod timeline")
+    assert not (tmp_path / "fixed.json").exists()
+
+
+def test_repair_skips_malformed_events(tmp_path):
+    src, dst = tmp_path / "t.json", tmp_path / "fixed.json"
+    src.write_text(horovod_text(fused_step(1000) + [{"ph": "B", "ts": "1500", "pid": 1, "name": "X"}]))
+    proc = cli("repair", src, dst)
+    assert proc.returncode == 0 and "1 malformed event(s) skipped" in proc.stderr, proc.stderr
+    assert all(isinstance(e.get("ts", 0), int) for e in json.loads(dst.read_text()))
+
+
+@pytest.mark.parametrize("out, message", [(".", "is a directory"), ("missing/fixed.json", "No such file"),
+                                          ("t.json/fixed.json", "Not a directory"), ("", "expected a file path")])
+def test_repair_output_that_cannot_be_written_is_one_line(two_steps, out, message):
+    proc = cli("repair", two_steps, two_steps.parent / out if out else "")
+    one_error_line(proc, message)
+
+
+def test_empty_results_path_is_not_silently_ignored(two_steps):
+    one_error_line(cli("summarize", two_steps, "--results", ""), "the run's path is empty")
+
+
+@pytest.mark.parametrize("command, text", [("summarize", "a Horovod timeline file"), ("repair", "the damaged timeline")])
+def test_help_says_what_each_positional_is(command, text):
+    assert text in cli(command, "--help").stdout
+
+
+@pytest.mark.parametrize("top", ["-3", "x", "1.5"])
+def test_top_must_be_a_count(two_steps, top):
+    one_error_line(cli("summarize", two_steps, "--top", top), "--top")
+
+
 def test_repair_writes_valid_json(tmp_path):
     src, dst = tmp_path / "cut.json", tmp_path / "fixed.json"
     events = [{"ph": "E", "ts": 900, "pid": 1}] + fused_step(1000) + \
@@ -130,7 +201,7 @@ def test_repair_writes_valid_json(tmp_path):
 
 def test_large_file_streams_in_chunks(tmp_path, monkeypatch):
     """A file many chunks long gives the same figures as the sum of its steps (chunk boundaries are safe)."""
-    monkeypatch.setattr(timeline, "CHUNK", 4096)
+    monkeypatch.setattr(tracefile, "CHUNK", 4096)
     monkeypatch.setattr(timeline, "FLUSH_EVERY", 1000)  # many folds of the unions, as in a GB file
     path = tmp_path / "big.json"
     steps = write_timeline(str(path), size_mb=2)

@@ -98,12 +98,16 @@ def test_from_slurm_reads_a_real_allocation(cluster, tmp_path):
     assert log == "node1:2,node2:2\nnode1 slots=2\nnode2 slots=2\n"  # from node[1-2] and 2(x2)
 
 
-def test_a_bad_launcher_fails_the_job_in_one_line(cluster, tmp_path):
-    job = submit(cluster, tmp_path, SBATCH, "--launcher", "torchrun")
-    state, log = finished(cluster, tmp_path, job, timeout=60)
+@pytest.mark.parametrize("args, line", [
+    (["--launcher", "torchrun"], "train.sbatch: error: --launcher must be srun, mpirun or horovodrun, got 'torchrun'"),
+    (["--", "--epochs", "0"], "hvd_mlp.train: error: --epochs must be > 0, got 0"),  # checked before any rank starts
+], ids=["script", "train"])
+def test_a_mistake_fails_the_job_in_one_line(cluster, tmp_path, args, line):
+    job = submit(cluster, tmp_path, SBATCH, *args)
+    state, log = finished(cluster, tmp_path, job, timeout=120)
     assert state == "FAILED"
     assert "ExitCode=2:0" in cluster.slurm(0, "scontrol", "show", "job", job).stdout
-    assert log == "train.sbatch: error: --launcher must be srun, mpirun or horovodrun, got 'torchrun'\n"
+    assert log == line + "\n"
 
 
 def test_the_job_script_outside_slurm_says_how_to_submit_it():

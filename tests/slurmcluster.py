@@ -1,7 +1,8 @@
 """A real two-node Slurm cluster on the test hosts of netns.py: Debian's munged, slurmctld and one slurmd per node.
 
     with SlurmCluster(2, workdir) as cluster:
-        cluster.run_on(0, ["sbatch", "--wait", "job.sbatch"], timeout=120, env={**os.environ, **cluster.env})
+        job = cluster.slurm(0, "sbatch", "--parsable", "job.sbatch").stdout.strip()   # a client on node1
+        cluster.wait_for_job(job, timeout=120)                                         # -> "COMPLETED"
 
 On top of netns.Cluster (nodes node1, node2 at 10.199.77.1, .2, each with sshd): the controller `ctl` listens on
 10.199.77.254, an address of the bridge in the switch namespace; each node's slurmd runs in that node's namespace
@@ -23,8 +24,13 @@ import time
 
 from netns import SUBNET, Cluster, namespaces_usable, sh
 
-DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "scancel", "scontrol", "sinfo")
+PROGRAMS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "scancel", "scontrol", "sinfo")
 CONTROLLER = ("ctl", f"{SUBNET}.254")
+
+
+def which(program: str):
+    """Its path, also where PATH lacks the sbin directories that hold the daemons."""
+    return shutil.which(program, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
 def slurm_usable() -> str:
@@ -32,7 +38,7 @@ def slurm_usable() -> str:
     why = namespaces_usable()
     if why:
         return why
-    missing = [d for d in DAEMONS if not shutil.which(d, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")]
+    missing = [p for p in PROGRAMS if not which(p)]
     if missing:
         return f"Slurm packages missing ({', '.join(missing)} not found): scripts/install.sh installs slurmctld, " \
                "slurmd, slurm-client and munge when run as root"
@@ -53,11 +59,12 @@ class SlurmCluster(Cluster):
                 fh.write(f"{address} {name}\n")
         self._munge()
         self._configure()
-        self.daemon(self.switch, name, ["slurmctld", "-f", self.env["SLURM_CONF"]], self._path("slurmctld.pid"))
+        self.daemon(self.switch, name, [which("slurmctld"), "-f", self.env["SLURM_CONF"]], self._path("slurmctld.pid"))
         for ns, host in zip(self.names, self.hostnames):
             for kind in ("spool", "tmp"):
                 os.makedirs(self._path(f"{kind}-{host}"))
-            self.daemon(ns, host, ["slurmd", "-f", self.env["SLURM_CONF"], "-N", host], self._path(f"slurmd-{host}.pid"))
+            self.daemon(ns, host, [which("slurmd"), "-f", self.env["SLURM_CONF"], "-N", host],
+                        self._path(f"slurmd-{host}.pid"))
         self._wait_until_idle()
 
     def _path(self, name: str) -> str:
@@ -65,11 +72,11 @@ class SlurmCluster(Cluster):
 
     def _munge(self):
         self.munge_socket = self._path("munge.socket")
-        sh("mungekey", "--create", "--keyfile", self._path("munge.key"))
+        sh(which("mungekey"), "--create", "--keyfile", self._path("munge.key"))
         # --force: munged wants a socket every user can reach; pytest's directories are root's alone, as is every
         # daemon and job here
         self.daemon(self.switch, CONTROLLER[0], [
-            "munged", "--force", f"--key-file={self._path('munge.key')}", f"--socket={self.munge_socket}",
+            which("munged"), "--force", f"--key-file={self._path('munge.key')}", f"--socket={self.munge_socket}",
             f"--pid-file={self._path('munged.pid')}", f"--log-file={self._path('munged.log')}",
             f"--seed-file={self._path('munged.seed')}"], self._path("munged.pid"))
 
@@ -115,7 +122,8 @@ MailProg=/bin/true
             if states.count("idle") == self.n:
                 return
             time.sleep(0.3)
-        logs = "".join(open(self._path(f)).read()[-1500:] for f in sorted(os.listdir(self.slurm_dir)) if f.endswith(".log"))
+        logs = "".join(open(self._path(f)).read()[-1500:] for f in sorted(os.listdir(self.slurm_dir))
+                       if f.endswith(".log"))
         raise RuntimeError(f"the Slurm nodes did not become idle within {timeout} s (sinfo: {states})\n{logs}")
 
     # ------------------------------------------------------------------------------------------- use
@@ -136,6 +144,3 @@ MailProg=/bin/true
                 return state
             time.sleep(0.5)
         raise TimeoutError(f"job {job_id} still {state} after {timeout} s")
-
-    def log(self, name: str) -> str:
-        return open(self._path(name)).read()

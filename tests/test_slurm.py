@@ -28,7 +28,8 @@ def cluster(tmp_path_factory):
 
 
 def submit(cluster, workdir, *args) -> str:
-    """sbatch train.sbatch ARGS on node1, one CPU per task (2 ranks share this machine's cores); the job id."""
+    """sbatch ARGS on node1, the job's directory workdir, one CPU per task (the ranks share this machine's cores);
+    the job id."""
     proc = cluster.slurm(0, "sbatch", "--parsable", f"--chdir={workdir}", "--cpus-per-task=1", *args,
                          env=launcher_env())
     assert proc.returncode == 0, proc.stderr
@@ -71,7 +72,7 @@ def test_scancel_ends_every_rank_and_resume_auto_finishes_the_run(cluster, tmp_p
         time.sleep(0.2)
     ranks = train_processes(run)
     namespaces = {os.readlink(f"/proc/{pid}/ns/net") for pid in ranks}
-    assert len(ranks) == 2 and len(namespaces) == 2, (cluster.job_state(job), (tmp_path / f"slurm-{job}.out").read_text())
+    assert len(ranks) == 2 and len(namespaces) == 2, (tmp_path / f"slurm-{job}.out").read_text()  # one per node
 
     assert cluster.slurm(0, "scancel", job).returncode == 0
     cancelled = time.time()
@@ -92,7 +93,9 @@ def test_scancel_ends_every_rank_and_resume_auto_finishes_the_run(cluster, tmp_p
 
 
 def test_from_slurm_reads_a_real_allocation(cluster, tmp_path):
-    job = submit(cluster, tmp_path, "--nodes=2", "--ntasks-per-node=2", "--wrap", "python -m hvd_mlp.hostfile from-slurm && python -m hvd_mlp.hostfile from-slurm --hostfile")
+    from_slurm = "python -m hvd_mlp.hostfile from-slurm"
+    job = submit(cluster, tmp_path, "--nodes=2", "--ntasks-per-node=2",
+                 "--wrap", f"{from_slurm} && {from_slurm} --hostfile")
     state, log = finished(cluster, tmp_path, job, timeout=60)
     assert state == "COMPLETED", log
     assert log == "node1:2,node2:2\nnode1 slots=2\nnode2 slots=2\n"  # from node[1-2] and 2(x2)
@@ -114,4 +117,5 @@ def test_the_job_script_outside_slurm_says_how_to_submit_it():
     proc = subprocess.run(["bash", SBATCH, "--launcher", "srun"], capture_output=True, text=True,
                           env=launcher_env())
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == "train.sbatch: error: not inside a Slurm job: submit it with sbatch scripts/slurm/train.sbatch\n"
+    assert proc.stderr == "train.sbatch: error: not inside a Slurm job: submit it with sbatch " \
+                          "scripts/slurm/train.sbatch\n"

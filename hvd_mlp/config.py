@@ -1,6 +1,8 @@
 """Every training setting in one dataclass; the command line is generated from it.
 
 Precedence: dataclass defaults < `--config run.toml` < command-line flags. Each bad value is reported as one line.
+
+    python -m hvd_mlp.config [hvd_mlp.train arguments]   # check them in one process, before starting any rank
 """
 import argparse
 import dataclasses
@@ -8,7 +10,7 @@ import math
 import sys
 from dataclasses import dataclass, field, fields
 
-from hvd_mlp.errors import ArgumentParser, UserError
+from hvd_mlp.errors import ArgumentParser, UserError, command_line
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -178,3 +180,15 @@ def parse_args(argv=None) -> Config:
 
 def to_dict(cfg: Config) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+@command_line("hvd_mlp.train")
+def check(argv=None):
+    """The training arguments' check alone: silent and exit 0 when hvd_mlp.train would accept them, else its one
+    line. A job script runs it before its ranks start: each rank would fail alike, only rank 0 would say why, and a
+    launcher that ends the job when one rank exits (srun --kill-on-bad-exit, mpirun) may stop rank 0 before it does."""
+    parse_args(argv)
+
+
+if __name__ == "__main__":
+    check(sys.argv[1:])

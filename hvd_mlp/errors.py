@@ -11,6 +11,7 @@ import argparse
 import functools
 import os
 import sys
+import time
 import tempfile
 
 
@@ -31,6 +32,8 @@ def exit_with(prog: str, message, status: int = 2, every_rank: bool = False):
     job unless the failure is this rank's own (every_rank)."""
     if every_rank or launch_rank() == 0:
         print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    else:  # quiet ranks leave a moment later: a launcher that kills the job at the first exit must not kill the
+        time.sleep(1)  # rank that speaks before its line is out (srun --kill-on-bad-exit, mpirun)
     sys.exit(status)
 
 

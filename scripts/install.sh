@@ -59,6 +59,21 @@ else
   echo "[install] missing system packages; run as root: sudo apt-get install -y ${missing[*]}" >&2
   exit 1
 fi
+# Slurm and munge serve one test file only (tests/test_slurm.py builds a two-node cluster from them): installed as
+# root, else that file's tests skip and say why. On a systemd machine the packages enable their services; the
+# tests start their own daemons with their own configuration and use none of them.
+SLURM_DEBS=(slurmctld slurmd slurm-client munge)
+installed=$(dpkg-query -W -f='${Status}\n' "${SLURM_DEBS[@]}" 2>/dev/null | grep -c 'install ok installed' || true)
+if [ "$installed" -eq ${#SLURM_DEBS[@]} ]; then
+  say "system packages for the Slurm tests: present (${SLURM_DEBS[*]})"
+elif [ "$(id -u)" -eq 0 ]; then
+  say "system packages for the Slurm tests: installing ${SLURM_DEBS[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  run apt-get-slurm-update apt-get update -q
+  run apt-get-slurm apt-get install -y -q --no-install-recommends "${SLURM_DEBS[@]}"
+else
+  say "system packages for the Slurm tests: not root, not installed (${SLURM_DEBS[*]}); tests/test_slurm.py skips"
+fi
 
 # ---------------------------------------------------------------- 2. virtual environment
 STEP="virtual environment"

@@ -1,12 +1,17 @@
 """Shared helpers: launching the real horovodrun from the test's own virtual environment."""
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 HOROVODRUN = os.path.join(BIN, "horovodrun")
+# a small run across hosts: seconds on 2 cores, a timeline window in every epoch
+SMALL_RUN = ["--dataset", "synthetic", "--synthetic-size", "4000", "--hidden", "128,64", "--log-every", "0",
+             "--timeline-mode", "window", "--timeline-steps", "10"]
 
 
 def horovodrun(np_: int, controller: str, command: list, timeout: int = 240, env=None, cwd=None):
@@ -17,20 +22,47 @@ def horovodrun(np_: int, controller: str, command: list, timeout: int = 240, env
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
 
 
-def rank_pid(out_dir, rank: int):
-    """The pid of training rank `rank` whose command line names out_dir (Gloo sets HOROVOD_RANK, mpirun
-    OMPI_COMM_WORLD_RANK), or None."""
-    wanted = {f"HOROVOD_RANK={rank}", f"OMPI_COMM_WORLD_RANK={rank}"}
+def launcher_env(**extra) -> dict:
+    """The environment of a launcher across hosts: this venv first on PATH (HVD_MLP_VENV for the scripts), this
+    checkout's hvd_mlp on every host, and no Horovod, Open MPI or Slurm settings leaking in from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_", "SLURM_"))}
+    return {**env, "PATH": f"{BIN}:{env.get('PATH', '')}", "HVD_MLP_VENV": os.path.dirname(BIN), "PYTHONPATH": REPO,
+            **extra}
+
+
+def check_two_host_run(out, controller="mpi", epochs=2) -> dict:
+    """results.json of a run across node1 and node2 (rank 0 on node1): both ranks ended with the same parameters,
+    rank 0 recorded a timeline window and the communication of every epoch. Returns the results."""
+    res = json.loads((out / "results.json").read_text())
+    assert res["world"]["size"] == 2 and res["world"]["hosts"] == ["node1", "node2"]
+    assert res["world"]["controller"] == controller
+    assert [e["epoch"] for e in res["epochs"]] == list(range(1, epochs + 1))
+    assert res["world"]["param_digests"][0] == res["world"]["param_digests"][1]
+    assert (out / f"timeline-epoch{epochs}.json").stat().st_size > 0
+    for e in res["epochs"]:
+        assert e["comm"]["allreduce_ops"] > 0 and e["comm"]["allreduce_bytes"] > 0 and e["comm"]["comm_share"] > 0
+    return res
+
+
+def train_processes(out_dir) -> dict:
+    """{pid: environment} of the training processes (not their launchers) whose command line names out_dir."""
+    found = {}
     for pid in os.listdir("/proc"):
         try:
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
             env = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace").split("\0")
         except (OSError, ValueError):
             continue
-        if cmdline.startswith(sys.executable) and "hvd_mlp.train" in cmdline and str(out_dir) in cmdline \
-                and wanted & set(env):
-            return int(pid)
-    return None
+        if cmdline.startswith(sys.executable) and "hvd_mlp.train" in cmdline and str(out_dir) in cmdline:
+            found[int(pid)] = set(env)
+    return found
+
+
+def rank_pid(out_dir, rank: int):
+    """The pid of training rank `rank` whose command line names out_dir (Gloo sets HOROVOD_RANK, mpirun
+    OMPI_COMM_WORLD_RANK), or None."""
+    wanted = {f"HOROVOD_RANK={rank}", f"OMPI_COMM_WORLD_RANK={rank}"}
+    return next((pid for pid, env in train_processes(out_dir).items() if wanted & env), None)
 
 
 def python_module(module: str, *args) -> list:

@@ -5,13 +5,14 @@
 
 Layout: namespace <prefix>sw holds a bridge; each node namespace <prefix>nK holds one end of a veth pair (named
 hvd0, address 10.199.77.K/24), the other end on the bridge. Nothing is added to the machine's own network
-namespace. Each node runs sshd under `unshare --uts` with hostname nodeK, listening only on its address, root login
-by a key made here, its own AuthorizedKeysFile. /etc/netns/<ns>/hosts (which `ip netns exec` mounts over
-/etc/hosts) names the nodes. The launcher's ssh client sees a private ~/.ssh (a bind mount in its own mount
-namespace) holding the key and a config that keeps known_hosts out of root's home. Everything is removed on exit,
-also after a failure.
+namespace. Whatever runs "on" node K (run_on, daemon) runs in its namespace under hostname nodeK (its own UTS
+namespace) and sees a private ~/.ssh (a bind mount in its own mount namespace) holding a key made here and a config
+that keeps known_hosts out of root's home. Each node runs sshd so, listening only on its address, root login by
+that key, its own AuthorizedKeysFile. /etc/netns/<ns>/hosts (which `ip netns exec` mounts over /etc/hosts) names
+the nodes. Everything is removed on exit, also after a failure: daemons and whatever still runs in a namespace.
 """
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -47,17 +48,20 @@ class Cluster:
         self.names = [f"{self.prefix}n{k}" for k in range(1, nodes + 1)]
         self.addresses = [f"{SUBNET}.{k}" for k in range(1, nodes + 1)]
         self.hostnames = [f"node{k}" for k in range(1, nodes + 1)]
-        self.sshd_pids = []
+        self.daemon_pids = []
 
     # ------------------------------------------------------------------------------------------- set up
     def __enter__(self):
         try:
-            self._network()
-            self._ssh()
+            self._start()
         except BaseException:
             self.close()
             raise
         return self
+
+    def _start(self):
+        self._network()
+        self._ssh()
 
     def __exit__(self, *exc):
         self.close()
@@ -100,18 +104,20 @@ class Cluster:
                          f"AuthorizedKeysFile {self.dir}/authorized_keys\nPermitRootLogin prohibit-password\n"
                          "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
                          "AcceptEnv *\nPermitUserEnvironment no\n")
-            # its own UTS namespace: hostname nodeK for everything started through this sshd
-            sh("ip", "netns", "exec", ns, "unshare", "--uts", "sh", "-c", f"hostname {host} && exec {SSHD} -f {config}")
-            self.sshd_pids.append(self._wait_for_pid(pid_file))
+            self.daemon(ns, host, [SSHD, "-f", config], pid_file)
 
-    @staticmethod
-    def _wait_for_pid(pid_file, timeout=10):
+    def daemon(self, ns: str, hostname: str, cmd: list, pid_file: str, timeout=10) -> int:
+        """Start a self-daemonising server on a host (_on_host): everything it starts (an ssh session, a Slurm
+        job) sees that host's hostname and ~/.ssh. Returns its pid, once its pid file names it."""
+        sh(*self._on_host(ns, hostname, cmd))
         deadline = time.time() + timeout
         while time.time() < deadline:
             if os.path.exists(pid_file) and open(pid_file).read().strip():
-                return int(open(pid_file).read())
+                pid = int(open(pid_file).read())
+                self.daemon_pids.append(pid)
+                return pid
             time.sleep(0.1)
-        raise RuntimeError(f"sshd did not start ({pid_file})")
+        raise RuntimeError(f"{os.path.basename(str(cmd[0]))} did not start in {ns} ({pid_file})")
 
     # ------------------------------------------------------------------------------------------- use
     def hostfile(self, slots=1) -> str:
@@ -121,24 +127,28 @@ class Cluster:
             fh.writelines(f"{a} slots={slots}\n" for a in self.addresses)
         return path
 
-    def run_on(self, node: int, cmd: list, timeout: int, env=None):
-        """Run cmd inside node's namespace, hostname and a private ~/.ssh, as the launcher there would."""
+    def _on_host(self, ns: str, hostname: str, cmd: list) -> list:
+        """The command line that runs cmd as on a host: in namespace ns, under its own hostname, with a private
+        ~/.ssh (a bind mount in its own mount namespace) holding this cluster's key and ssh config."""
         home_ssh = os.path.expanduser("~/.ssh")
         os.makedirs(home_ssh, exist_ok=True)  # the bind mount needs a mount point
-        inner = " ".join(f"'{c}'" for c in map(str, cmd))
-        script = f"hostname {self.hostnames[node]} && mount --bind {self.dir}/dotssh {home_ssh} && exec {inner}"
-        return subprocess.run(["ip", "netns", "exec", self.names[node], "unshare", "--uts", "--mount",
-                               "--propagation", "private", "sh", "-c", script],
+        command = shlex.join(map(str, cmd))
+        script = f"hostname {hostname} && mount --bind {self.dir}/dotssh {home_ssh} && exec {command}"
+        return ["ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--propagation", "private", "sh", "-c", script]
+
+    def run_on(self, node: int, cmd: list, timeout: int, env=None):
+        """Run cmd on node `node` (_on_host), as the launcher there would."""
+        return subprocess.run(self._on_host(self.names[node], self.hostnames[node], cmd),
                               capture_output=True, text=True, timeout=timeout, env=env)
 
     # ------------------------------------------------------------------------------------------- tear down
     def close(self):
-        for pid in self.sshd_pids:
+        for pid in self.daemon_pids:
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        for ns in self.names:  # anything still running in a node (a hung worker) goes too
+        for ns in [*self.names, self.switch]:  # anything still running in a namespace (a hung worker) goes too
             pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
             for pid in pids:
                 try:

@@ -61,11 +61,19 @@ def test_config_that_is_a_directory_is_one_line(tmp_path):
         parse_args(["--config", str(tmp_path)])
 
 
-def test_command_line_error_is_one_line_and_nonzero():
-    proc = subprocess.run([sys.executable, "-m", "hvd_mlp.train", "--epochs", "-1"], capture_output=True, text=True)
+@pytest.mark.parametrize("module", ["hvd_mlp.train", "hvd_mlp.config"])  # config: the check alone, before a launch
+def test_command_line_error_is_one_line_and_nonzero(module):
+    proc = subprocess.run([sys.executable, "-m", module, "--epochs", "-1"], capture_output=True, text=True)
+
     assert proc.returncode == 2
     assert proc.stderr.strip() == "hvd_mlp.train: error: --epochs must be > 0, got -1"
     assert proc.stdout == ""
+
+
+def test_the_check_alone_accepts_what_training_accepts():
+    proc = subprocess.run([sys.executable, "-m", "hvd_mlp.config", "--dataset", "synthetic", "--epochs", "3"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == proc.stderr == ""
 
 
 def test_help_shows_defaults():

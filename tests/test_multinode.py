@@ -1,17 +1,16 @@
 """Training across real hosts: network namespaces with their own addresses, hostnames and sshd, joined by a bridge.
 
-horovodrun runs on node1 and reaches every node over ssh through scripts/launch.sh and a hostfile of addresses.
+horovodrun runs on node1 and reaches every node over ssh through scripts/launch.sh and a hostfile of addresses;
+mpirun does the same without horovodrun.
 """
-import json
-import os
 import sys
 import time
 
 import pytest
 
+from conftest import REPO, SMALL_RUN, check_two_host_run, launcher_env
 from netns import Cluster, namespaces_usable
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHY_NOT = namespaces_usable()
 pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "namespaces usable")
 
@@ -25,35 +24,36 @@ def cluster(tmp_path_factory):
 @pytest.mark.parametrize("controller", ["mpi", "gloo"])
 def test_training_across_two_hosts(cluster, controller, tmp_path):
     out = tmp_path / "run"
-    venv = os.path.dirname(os.path.dirname(sys.executable))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_"))}
-    env.update(HVD_MLP_VENV=venv, PATH=f"{venv}/bin:{env['PATH']}")
     proc = cluster.run_on(0, [
         f"{REPO}/scripts/launch.sh", "-np", "2", "--hostfile", cluster.hostfile(), f"--{controller}",
-        "--nic", "hvd0", "--start-timeout", "60", "--",
-        "--dataset", "synthetic", "--synthetic-size", "4000", "--epochs", "2", "--log-every", "0",
-        "--timeline-mode", "window", "--timeline-steps", "10", "--output-dir", out], timeout=300, env=env)
+        "--nic", "hvd0", "--start-timeout", "60", "--", *SMALL_RUN, "--epochs", "2", "--output-dir", out],
+        timeout=300, env=launcher_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "+ " in proc.stderr and "horovodrun -np 2 --hostfile" in proc.stderr  # the launcher shows its command
-    res = json.loads((out / "results.json").read_text())
-    assert res["world"]["hosts"] == ["node1", "node2"]  # rank 0 on node1, rank 1 on node2
-    assert res["world"]["controller"] == controller
-    assert [e["epoch"] for e in res["epochs"]] == [1, 2]
-    assert res["world"]["param_digests"][0] == res["world"]["param_digests"][1]
-    assert (out / "timeline-epoch2.json").stat().st_size > 0  # rank 0 recorded the timeline
-    assert res["epochs"][1]["comm"]["allreduce_ops"] > 0
+    check_two_host_run(out, controller)
+
+
+def test_mpirun_without_horovodrun_across_two_hosts(cluster, tmp_path):
+    """Open MPI's own launcher, as docs/multinode.md writes it: orted on node2 over ssh, rank/size from MPI."""
+    out = tmp_path / "run"
+    proc = cluster.run_on(0, [
+        "mpirun", "-np", "2", "-H", "node1:1,node2:1", "--allow-run-as-root", "-bind-to", "none", "-map-by", "slot",
+        "-x", "PATH", "-x", "PYTHONPATH", "-mca", "pml", "ob1", "-mca", "btl", "^openib",
+        "-mca", "btl_tcp_if_include", "hvd0", "-mca", "oob_tcp_if_include", "hvd0",
+        sys.executable, "-m", "hvd_mlp.train", *SMALL_RUN, "--epochs", "2", "--output-dir", out],
+        timeout=300, env=launcher_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check_two_host_run(out)
+    assert proc.stdout.count("hvd_mlp: 2 ranks") == 1 and proc.stdout.count("epoch 2/2 |") == 1  # rank 0 alone prints
 
 
 def test_unreachable_host_fails_clearly_within_the_start_timeout(cluster, tmp_path):
     hosts = tmp_path / "hosts"
     hosts.write_text(f"{cluster.addresses[0]} slots=1\n10.199.77.9 slots=1\n")  # .9: no such node on the bridge
-    venv = os.path.dirname(os.path.dirname(sys.executable))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_"))}
-    env.update(HVD_MLP_VENV=venv, PATH=f"{venv}/bin:{env['PATH']}")
     started = time.time()
     proc = cluster.run_on(0, [f"{REPO}/scripts/launch.sh", "-np", "2", "--hostfile", hosts, "--gloo",
                               "--start-timeout", "20", "--", "--dataset", "synthetic", "--epochs", "1"],
-                          timeout=120, env=env)
+                          timeout=120, env=launcher_env())
     elapsed = time.time() - started
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "launch.sh: error: cannot reach 10.199.77.9 over ssh within 20 s: " \

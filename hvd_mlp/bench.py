@@ -15,98 +15,65 @@
         so that machine noise hits all three alike; prints samples/s and each mode's cost.
     python -m hvd_mlp.bench timeline [--size-mb 1000] [--file PATH]
         writes a Horovod-format timeline of that size (8 fused gradient tensors per step, as hvd_mlp's MLP makes)
-        and times `hvd_mlp.timeline summarize` on it in a child process: seconds, MB/s and peak RSS.
+        and times `hvd_mlp.timeline summarize` and `slice` (its middle tenth) on it, each in a child process of
+        its own: seconds, MB/s and peak RSS.
 """
 import argparse
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from hvd_mlp import results
+from hvd_mlp import generate, results
+from hvd_mlp.commbench import MODEL_FLOATS
 from hvd_mlp.errors import ArgumentParser, UserError, command_line, output_dir, output_file, positive
-
-# hvd_mlp's default MLP: 4 Linear layers, weight and bias each
-TENSORS = [("0.weight", "[512, 784]"), ("0.bias", "[512]"), ("3.weight", "[256, 512]"), ("3.bias", "[256]"),
-           ("6.weight", "[128, 256]"), ("6.bias", "[128]"), ("9.weight", "[10, 128]"), ("9.bias", "[10]")]
-
-
-def _event(ph, pid, ts, name=None, args=None):
-    """One event exactly as Horovod's TimelineWriter prints it."""
-    text = f'{{"ph": "{ph}"'
-    if name is not None:
-        text += f', "name": "{name}"'
-    text += f', "ts": {ts}, "pid": {pid}'
-    if ph == "X":
-        text += ', "dur": 0'
-    if args:
-        text += f', "args": {{{args}}}'
-    return text + "}"
-
-
-def _metadata(pid, key, value):
-    return f'{{"name": "{key}", "ph": "M", "pid": {pid}, "args": {{{value}}}}},\n'
-
-
-def _step(ts0: int, ranks: int = 2) -> str:
-    """One training step's allreduce: negotiation, then the fused ALLREDUCE with its activities (same times)."""
-    events, n = [], len(TENSORS)
-    for i, (_, shape) in enumerate(TENSORS):
-        pid, t = i + 1, ts0 + 10 * i
-        events.append(_event("B", pid, t, "NEGOTIATE_ALLREDUCE"))
-        events += [_event("X", pid, t + 1 + r, str(r)) for r in range(ranks)]
-        events.append(_event("E", pid, ts0 + 10 * n))
-    t = ts0 + 10 * n + 5
-    for phase, start, end in (("QUEUE", 0, 20), ("MEMCPY_IN_FUSION_BUFFER", 20, 120),
-                              ("MPI_ALLREDUCE", 120, 1300), ("MEMCPY_OUT_FUSION_BUFFER", 1300, 1400)):
-        for i in range(n):
-            if phase == "QUEUE":
-                events.append(_event("B", i + 1, t, "ALLREDUCE"))
-            events.append(_event("B", i + 1, t + start, phase))
-            events.append(_event("E", i + 1, t + end))
-    for i, (_, shape) in enumerate(TENSORS):
-        events.append(_event("E", i + 1, t + 1405, args=f'"dtype": "HOROVOD_FLOAT32", "shape": "{shape}"'))
-    return ",".join(events)
-
-
-def write_timeline(path: str, size_mb: float, start_unix_us: int = 1_700_000_000_000_000) -> int:
-    """A Horovod-format timeline of about size_mb; returns the number of steps written."""
-    steps, target = 0, size_mb * 1e6
-    with open(path, "w") as fh:
-        fh.write("[\n" + _metadata(0, "process_name", f'"start_time_since_epoch_in_micros":{start_unix_us}')
-                 + _metadata(0, "process_sort_index", '"sort_index": 0'))
-        for i, (name, _) in enumerate(TENSORS):
-            fh.write(_metadata(i + 1, "process_name", f'"name": "allreduce.{name}"')
-                     + _metadata(i + 1, "process_sort_index", f'"sort_index": {i + 1}'))
-        first = True
-        while fh.tell() < target:
-            block = ",".join(_step(10 + 2000 * (steps + k)) for k in range(200))
-            fh.write(("" if first else ",") + block)
-            first, steps = False, steps + 200
-        fh.write("]")
-    return steps
-
 
 def bench_timeline(args):
     if not (os.path.exists(args.file) and abs(os.path.getsize(args.file) / 1e6 - args.size_mb) < 0.05 * args.size_mb):
         t = time.perf_counter()
-        steps = write_timeline(args.file, args.size_mb)
+        steps = generate.write_timeline(args.file, args.size_mb)
         print(f"wrote {args.file}: {os.path.getsize(args.file) / 1e6:,.0f} MB, {steps:,} steps "
               f"in {time.perf_counter() - t:.1f} s", flush=True)
+    size_mb = os.path.getsize(args.file) / 1e6
+    span_s = steps_in(args.file) * generate.STEP_EVERY_US / 1e6
+    sliced = args.file + ".slice.json"
+    for what, command in (("summarize", ["summarize", args.file, "--json"]),
+                          ("slice the middle tenth of", ["slice", args.file, sliced, "--from", 0.45 * span_s,
+                                                         "--to", 0.55 * span_s])):
+        elapsed, peak_mb = timed_child(command)
+        print(f"{what} {size_mb:,.0f} MB: {elapsed:.1f} s, {size_mb / elapsed:,.0f} MB/s, peak RSS {peak_mb:,.0f} MB",
+              flush=True)
+    os.unlink(sliced)
+
+
+def steps_in(path: str) -> int:
+    """The steps of a generated timeline, from its size (write_timeline writes them at a steady rate)."""
+    probe = path + ".probe.json"
+    steps = generate.write_timeline(probe, 1)
+    size = os.path.getsize(probe)
+    os.unlink(probe)
+    return int(steps * os.path.getsize(path) / size)
+
+
+# the child's own peak (VmHWM, kB): ru_maxrss would carry this process's peak across exec
+CHILD = "import runpy, sys; sys.argv = ['hvd_mlp.timeline', *sys.argv[1:]]\n" \
+        "try:\n    runpy.run_module('hvd_mlp.timeline', run_name='__main__')\n" \
+        "finally:\n    print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')), " \
+        "file=sys.stderr)"
+
+
+def timed_child(command: list) -> tuple:
+    """(seconds, peak RSS in MB) of `python -m hvd_mlp.timeline COMMAND` in a child process of its own."""
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "hvd_mlp.timeline", "summarize", args.file, "--json"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, *map(str, command)], capture_output=True, text=True)
     elapsed = time.perf_counter() - t
     if proc.returncode:
-        raise UserError(f"summarize failed: {proc.stderr.strip()}")
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    size_mb = os.path.getsize(args.file) / 1e6
-    print(f"summarize {size_mb:,.0f} MB: {elapsed:.1f} s, {size_mb / elapsed:,.0f} MB/s, peak RSS {peak_mb:,.0f} MB")
+        raise UserError(f"timeline {command[0]} failed: {cause(proc)}")
+    return elapsed, int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
 BIN = os.path.dirname(sys.executable)
@@ -158,7 +125,6 @@ def bench_recording(args):
 
 def raw_mpi_allreduce_us(np_: int, out_dir: str) -> float:
     """commbench's median time for the MLP's gradient bytes at np ranks (np >= 2), in microseconds."""
-    from hvd_mlp.commbench import MODEL_FLOATS
     out = os.path.join(out_dir, f"commbench-np{np_}.json")
     proc = subprocess.run(horovodrun(np_, "mpi", "hvd_mlp.commbench",
                                      ["--sizes", MODEL_FLOATS * 4, "--repeats", 100, "--json", out]),
@@ -235,7 +201,7 @@ def bench_compare(args):
           f"{m['hvd'] / m['ddp']:.2f}x the baseline")
     print(f"  hvd_mlp with the timeline (window)                 {m['hvd+timeline']:>8,.0f} samples/s  "
           f"recording costs {100 * (1 - m['hvd+timeline'] / m['hvd']):+.1f}%")
-    print(f"  raw MPI_Allreduce of the same 2.27 MB (commbench)  {raw_us / 1e3:>8.2f} ms")
+    print(f"  raw MPI_Allreduce of the same {MODEL_FLOATS * 4 / 1e6:.2f} MB (commbench)  {raw_us / 1e3:>8.2f} ms")
     print(f"  Horovod's transfer per step (timeline)             {transfer / 1e3:>8.2f} ms  {transfer / raw_us:.2f}x raw")
     print(f"  Horovod's whole op per step (+ fusion copies)      {op / 1e3:>8.2f} ms  {op / raw_us:.2f}x raw")
     print(f"batch 256/rank: np=1 {speed[(1, 0)]:,.0f} samples/s (2 threads), {speed[(1, 1)]:,.0f} (1 thread); "
@@ -247,7 +213,7 @@ def bench_compare(args):
 def main(argv=None):
     parser = ArgumentParser(prog="hvd_mlp.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("timeline", help="time and peak memory of summarising a large timeline")
+    t = sub.add_parser("timeline", help="time and peak memory of summarising and slicing a large timeline")
     t.add_argument("--size-mb", type=positive(float), default=1000, help="timeline size in MB (default: 1000)")
     t.add_argument("--file", type=output_file, default="/tmp/hvd_mlp-bench-timeline.json",
                    help="where to write it; kept, and reused when it has the size (default: %(default)s)")

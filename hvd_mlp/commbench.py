@@ -14,8 +14,9 @@ import time
 import numpy as np
 
 from hvd_mlp.errors import ArgumentParser, UserError, command_line, output_file, positive
+from hvd_mlp.model import default_sizes, parameter_count_of
 
-MODEL_FLOATS = 567_434  # hvd_mlp's default MLP
+MODEL_FLOATS = parameter_count_of(default_sizes())  # hvd_mlp's default MLP: 567,434
 DEFAULT_SIZES = [4 << 10, 64 << 10, 256 << 10, 1 << 20, MODEL_FLOATS * 4, 8 << 20, 32 << 20]
 
 

@@ -1,4 +1,4 @@
-"""Recording Horovod's timeline during training, cheaply by default. Recording only: the analysis is epochcomm's.
+"""Recording Horovod's timeline during training, cheaply by default. Recording only: the analysis is timeline.epochs'.
 
 Modes:
 - window: HOROVOD_TIMELINE=DYNAMIC, and every epoch records `window_steps` steps with hvd.start_timeline /
@@ -12,7 +12,7 @@ from typing import Optional
 
 import horovod.torch as hvd
 
-from hvd_mlp.epochcomm import FULL_FILE, window_file
+from hvd_mlp.timeline.epochs import FULL_FILE, window_file
 from hvd_mlp.results import TimelineWindow
 from hvd_mlp.timeline import now_us
 

@@ -4,10 +4,12 @@
 
 For each run: <name>-training.png (loss and accuracy per epoch), <name>-time.png (per-epoch compute, the loop's
 wait in synchronize() and other time, with the timeline's communication in flight), <name>-comm.png (allreduce
-bytes and bandwidth per epoch; needs a timeline, and a run that communicated). <name> is the run directory's name,
+bytes and bandwidth per epoch; needs a timeline, and a run that communicated), <name>-series.png (communication
+in flight and bandwidth over time, from its timeline). <name> is the run directory's name,
 with its parents as far as needed to tell the runs apart. For several runs also scaling.png: samples/s against
 world size, speedup and parallel efficiency against a one-rank run of the same controller (when there is one),
-and communication share, MPI and Gloo side by side.
+and communication share, MPI and Gloo side by side, and steps.png: each run's average step side by side (the
+loop's compute, wait and other time; the timeline's negotiation, transfer and fusion copies).
 """
 import os
 import textwrap
@@ -22,15 +24,19 @@ from matplotlib.patches import Patch  # noqa: E402
 from hvd_mlp import results  # noqa: E402
 from hvd_mlp.errors import ArgumentParser, UserError, command_line, output_dir  # noqa: E402
 from hvd_mlp.storage import atomic_file  # noqa: E402
+from hvd_mlp.timeline import summarize  # noqa: E402
+from hvd_mlp.timeline.epochs import FULL_FILE  # noqa: E402
 
 COLORS = {"compute": "#4C72B0", "exposed": "#DD8452", "other": "#BBBBBB", "mpi": "#4C72B0", "gloo": "#C44E52"}
+SERIES_BUCKETS = 60  # time buckets of a series figure
+STEP_CLASSES = ("negotiate", "collective", "memcpy")  # the step's communication, as the timeline splits it
 COMM_SOURCES = {"timeline": "in flight (timeline)", "loop wait": "loop's wait in synchronize()"}
 
 
 def load_run(run_dir: str) -> dict:
     """The run record (results.read checks it) as the plain dicts the figures index, with its name."""
     record = results.read_finished(run_dir)
-    return {**results.to_dict(record), "name": record.name}
+    return {**results.to_dict(record), "name": record.name, "dir": run_dir}
 
 
 def save_figure(fig, path: str):
@@ -115,7 +121,69 @@ def plot_comm(res: dict, path: str):
     return save_figure(fig, path)
 
 
+def plot_series(res: dict, path: str):
+    """Communication over time from the run's timeline (the whole run in full mode, the last window in window
+    mode): comm in flight per bucket and the bandwidth of the transfers that ended in it, so a slowdown in the
+    middle of an epoch shows where it happened."""
+    windows = [e["timeline_window"] for e in res["epochs"] if "timeline_window" in e]
+    full = os.path.join(res["dir"], FULL_FILE)
+    if windows:
+        file, span_us = os.path.join(res["dir"], os.path.basename(windows[-1]["file"])), \
+            windows[-1]["end_unix_us"] - windows[-1]["start_unix_us"]
+    elif os.path.exists(full) and res["world"]["size"] > 1:
+        file, span_us = full, res["epochs"][-1]["end_unix_us"] - res["epochs"][0]["start_unix_us"]
+    else:
+        return None
+    series = summarize(file, bucket_s=max(0.01, span_us / 1e6 / SERIES_BUCKETS))["series"]
+    t = [r["t_s"] for r in series]
+    fig, (ax_comm, ax_bw) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    ax_comm.step(t, [100 * r["comm_share"] for r in series], where="post", color=COLORS["exposed"])
+    ax_comm.set(ylabel="comm in flight (%)", ylim=(0, 105), title="share of each time bucket with communication")
+    ax_bw.step(t, [r["bandwidth_MBps"] for r in series], where="post", color=COLORS["compute"])
+    ax_bw.set(xlabel="seconds since the timeline's start", ylabel="MB/s", ylim=(0, None),
+              title="bandwidth of the transfers that ended in each bucket")
+    for ax in (ax_comm, ax_bw):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title(res)} — {os.path.basename(file)}, {len(series)} buckets of "
+                 f"{1e3 * (t[1] - t[0]) if len(t) > 1 else 0:.0f} ms")
+    return save_figure(fig, path)
+
+
 # --------------------------------------------------------------------------------------------------- several runs
+def plot_steps(runs: list, path: str):
+    """Each run's average step side by side (steady epochs): where the loop's time went, and what the timeline
+    saw of the communication (negotiation, transfer, fusion copies) in the same step."""
+    names = [r["name"] for r in runs]
+    steady = [results.steady(r["epochs"]) for r in runs]
+    per_step = [{k: 1e3 * sum(e[k] for e in ep) / sum(e["steps"] for e in ep)
+                 for k in ("compute_s", "comm_wait_s", "other_s")} for ep in steady]
+    fig, (ax_loop, ax_comm) = plt.subplots(1, 2, figsize=(12, 4.5))
+    bottom = [0.0] * len(runs)
+    for key, label, color in (("compute_s", "compute", COLORS["compute"]),
+                              ("comm_wait_s", "wait in synchronize()", COLORS["exposed"]),
+                              ("other_s", "other", COLORS["other"])):
+        values = [p[key] for p in per_step]
+        ax_loop.bar(names, values, bottom=bottom, color=color, label=label)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax_loop.set(ylabel="ms per step", title="the loop's step")
+    width = 0.8 / len(STEP_CLASSES)
+    for i, cls in enumerate(STEP_CLASSES):
+        values = [1e3 * sum(e["comm"][f"{cls}_us"] / 1e6 for e in ep if "comm" in e)
+                  / max(1, sum(e["steps"] for e in ep if "comm" in e)) for ep in steady]
+        bars = ax_comm.bar([j + (i - (len(STEP_CLASSES) - 1) / 2) * width for j in range(len(runs))], values,
+                           width, label=cls)
+        ax_comm.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax_comm.set_xticks(range(len(runs)), names)
+    ax_comm.set(ylabel="ms per step", title="communication per step (timeline; 0 without one)")
+    for ax in (ax_loop, ax_comm):
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.suptitle("step breakdown, side by side")
+    return save_figure(fig, path)
+
+
+
 def scaling_rows(runs: list) -> list:
     """One row per run: np, controller, samples/s, speedup and efficiency against a one-rank run of the same
     controller (None without one: a larger world's rate per rank is no one-rank rate), and communication share
@@ -235,9 +303,11 @@ def make_report(run_dirs: list, out: str) -> tuple:
             if not written[-1]:
                 notes.append(f"no {res['name']}-comm.png: " + ("nothing was communicated (one rank)"
                              if res["world"]["size"] == 1 else "no timeline was recorded (--timeline-mode)"))
+            written.append(plot_series(res, os.path.join(out, f"{res['name']}-series.png")))
         rows = scaling_rows(runs) if len(runs) > 1 else []
         if rows:
             written.append(plot_scaling(rows, os.path.join(out, "scaling.png")))
+            written.append(plot_steps(runs, os.path.join(out, "steps.png")))
     except OSError as e:  # --out was checked up front; this is e.g. a disk filling up
         raise UserError(f"cannot write figures into {out}: {e.strerror}") from None
     return [w for w in written if w], rows, notes

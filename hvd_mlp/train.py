@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from horovod.common.exceptions import HorovodInternalError
 
-from hvd_mlp import checkpoint, data, epochcomm, results, storage
+from hvd_mlp import checkpoint, data, results, storage
 from hvd_mlp.config import Config, parse_args, to_dict
 from hvd_mlp.errors import UserError, command_line, exit_with, launch_rank
 from hvd_mlp.model import MLP, parameter_count, training_bytes
 from hvd_mlp.recorder import TimelineRecorder
-from hvd_mlp.timeline import TimelineError, now_us
+from hvd_mlp.timeline import TimelineError, epochs as epochcomm, now_us
 
 
 def learning_rate(cfg, size: int, progress: float) -> float:

@@ -1,7 +1,7 @@
 """Interval union: overlaps counted once, clipping to ranges, bounded pending state."""
 import random
 
-from hvd_mlp.intervals import IntervalUnion
+from hvd_mlp.timeline.intervals import IntervalUnion
 
 
 def brute_force(spans, lo=None, hi=None):

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from hvd_mlp.model import MLP, parameter_count
+from hvd_mlp.model import MLP, default_sizes, parameter_count, parameter_count_of, parameter_shapes
 
 
 def test_default_parameter_count():
@@ -25,3 +25,10 @@ def test_glorot_weights_and_zero_biases():
     assert abs(first.weight.var().item() - bound ** 2 / 3) < 0.05 * bound ** 2 / 3
     assert abs(first.weight.mean().item()) < 1e-3
     assert all(torch.count_nonzero(m.bias) == 0 for m in MLP() if isinstance(m, torch.nn.Linear))
+
+
+def test_shapes_without_building_match_the_model():
+    for sizes in [default_sizes(), (20, 7, 3), (5, 2)]:
+        built = [(name, tuple(p.shape)) for name, p in MLP(sizes).named_parameters()]
+        assert parameter_shapes(sizes) == built
+        assert parameter_count_of(sizes) == parameter_count(MLP(sizes))

@@ -6,8 +6,9 @@ import subprocess
 import pytest
 
 from conftest import horovodrun, python_module
-from hvd_mlp import timeline, tracefile
-from hvd_mlp.bench import write_timeline
+from hvd_mlp.timeline import analysis, tracefile
+from hvd_mlp.generate import write_timeline
+from hvd_mlp.model import default_sizes, parameter_count_of
 
 ORIGIN = 1_700_000_000_000_000
 
@@ -47,7 +48,7 @@ def two_steps(tmp_path):
 
 
 def test_union_not_sum_for_fused_tensors(two_steps):
-    report = timeline.summarize(str(two_steps))
+    report = analysis.summarize(str(two_steps))
     t = report["total"]
     assert (t["negotiate_us"], t["op_us"], t["collective_us"], t["memcpy_us"], t["queue_us"]) == (20, 180, 140, 36, 4)
     assert t["comm_us"] == 200  # negotiation then op, back to back
@@ -59,7 +60,7 @@ def test_union_not_sum_for_fused_tensors(two_steps):
 def test_epoch_clipping(two_steps):
     epochs = [{"epoch": 1, "start_unix_us": ORIGIN + 0, "end_unix_us": ORIGIN + 1050, "comm_wait_s": 0.00001},
               {"epoch": 2, "start_unix_us": ORIGIN + 1050, "end_unix_us": ORIGIN + 3000}]
-    e1, e2 = timeline.summarize(str(two_steps), epochs)["epochs"]
+    e1, e2 = analysis.summarize(str(two_steps), epochs)["epochs"]
     assert (e1["comm_us"], e2["comm_us"]) == (50, 150)  # step 1 is cut at 1050 (50 us in epoch 1)
     assert (e1["allreduce_ops"], e2["allreduce_ops"]) == (0, 4)  # an op belongs to the epoch where it ends
     assert e1["exposed_s"] == pytest.approx(0.00001) and e1["overlapped_s"] == pytest.approx(0.00004)
@@ -74,7 +75,7 @@ def test_epoch_clipping(two_steps):
 def test_damaged_end_is_read_as_far_as_it_goes(tmp_path, cut, warning):
     path = tmp_path / "t.json"
     path.write_text(cut(horovod_text(fused_step(1000) + fused_step(2000))))
-    report = timeline.summarize(str(path))
+    report = analysis.summarize(str(path))
     assert any(warning in w for w in report["warnings"]), report["warnings"]
     assert report["total"]["collective_us"] == 140  # both transfers were complete before the damage
 
@@ -84,7 +85,7 @@ def test_open_spans_closed_at_last_moment(tmp_path):
     events = fused_step(1000) + [{"ph": "B", "name": "NEGOTIATE_ALLREDUCE", "ts": 1500, "pid": 1},
                                  {"ph": "B", "name": "ALLREDUCE", "ts": 1600, "pid": 2}]
     path.write_text(horovod_text(events))
-    report = timeline.summarize(str(path))
+    report = analysis.summarize(str(path))
     assert "2 span(s) still open at the end were closed there" in report["warnings"]
     assert report["total"]["comm_us"] == 100 + 100  # 1000-1100, then 1500-1600 open until the last ts
 
@@ -94,7 +95,7 @@ def test_dynamic_file_orphans_dropped(tmp_path):
     orphans = [{"ph": "E", "ts": 900, "pid": 1}, {"ph": "X", "name": "1", "ts": 901, "pid": 2, "dur": 0},
                {"ph": "E", "ts": 902, "pid": 2}]
     path.write_text(horovod_text(orphans + fused_step(1000)))
-    report = timeline.summarize(str(path))
+    report = analysis.summarize(str(path))
     assert any("2 span end(s) without a start" in w for w in report["warnings"])
     assert report["total"]["op_us"] == 90
 
@@ -131,7 +132,7 @@ def one_error_line(proc, message, prog="hvd_mlp.timeline"):
 def test_malformed_event_is_skipped_with_a_count(tmp_path, bad):
     path = tmp_path / "t.json"
     path.write_text(horovod_text(fused_step(1000) + [bad] + fused_step(2000)))
-    report = timeline.summarize(str(path))
+    report = analysis.summarize(str(path))
     assert "1 malformed event(s) skipped" in report["warnings"]
     assert report["total"]["collective_us"] == 140  # everything around it is read
 
@@ -142,7 +143,7 @@ def test_damaged_event_mid_file_does_not_end_the_reading(tmp_path):
     cut = text.index('{"ph": "B", "name": "ALLREDUCE", "ts": 2010')
     path.write_text(text[:cut] + '{"ph": "X", "ts": NaN},{"ph": "E", "ts": 1e400, "pid": 1},{"ph": "B", "na},'
                     + text[cut:])
-    report = timeline.summarize(str(path))
+    report = analysis.summarize(str(path))
     assert "3 malformed event(s) skipped" in report["warnings"]
     assert report["total"]["collective_us"] == 140
 
@@ -196,16 +197,16 @@ def test_repair_writes_valid_json(tmp_path):
     fixed = json.loads(dst.read_text())  # valid JSON, as Perfetto and Chrome need
     phases = [e["ph"] for e in fixed if e["ph"] in "BE"]
     assert phases.count("B") == phases.count("E")
-    assert timeline.summarize(str(dst))["total"]["op_us"] == 90
+    assert analysis.summarize(str(dst))["total"]["op_us"] == 90
 
 
 def test_large_file_streams_in_chunks(tmp_path, monkeypatch):
     """A file many chunks long gives the same figures as the sum of its steps (chunk boundaries are safe)."""
     monkeypatch.setattr(tracefile, "CHUNK", 4096)
-    monkeypatch.setattr(timeline, "FLUSH_EVERY", 1000)  # many folds of the unions, as in a GB file
+    monkeypatch.setattr(analysis, "FLUSH_EVERY", 1000)  # many folds of the unions, as in a GB file
     path = tmp_path / "big.json"
     steps = write_timeline(str(path), size_mb=2)
-    report = timeline.summarize(str(path))
+    report = analysis.summarize(str(path))
     assert report["warnings"] == []
     assert report["total"]["allreduce_ops"] == steps * 8
     assert report["total"]["collective_us"] == pytest.approx(steps * 1180)
@@ -224,7 +225,7 @@ def test_timeline_of_a_real_run(tmp_path, controller, mode):
     for epoch in res["epochs"]:
         comm = epoch["comm"]
         assert comm["allreduce_ops"] == pytest.approx(epoch["steps"] * 8, rel=0.15)  # 8 gradient tensors a step
-        assert comm["allreduce_bytes"] == pytest.approx(epoch["steps"] * 567_434 * 4, rel=0.15)
+        assert comm["allreduce_bytes"] == pytest.approx(epoch["steps"] * parameter_count_of(default_sizes()) * 4, rel=0.15)
         assert 0 < comm["collective_us"] <= comm["op_us"] <= comm["comm_us"]
         assert 0 < comm["comm_share"] < 1
     assert len(re.findall(r"comm \d+\.\d% of epoch", proc.stdout)) == 2

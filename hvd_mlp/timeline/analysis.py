@@ -1,22 +1,15 @@
-"""Per-epoch communication figures from Horovod's timeline (HOROVOD_TIMELINE, Chrome-trace JSON).
-
-    python -m hvd_mlp.timeline summarize TIMELINE [--results results.json] [--json] [--top K]
-    python -m hvd_mlp.timeline repair IN OUT
+"""Communication figures of a Horovod timeline: in total, per epoch clip, per tensor, per time bucket.
 
 The file is read in chunks (memory bounded whatever its size). Each tensor is a trace "process"; its B/E spans
 nest NEGOTIATE_* -> op (ALLREDUCE, ...) -> activities (QUEUE, MEMCPY_*, MPI_/GLOO_/NCCL_ALLREDUCE). Fused tensors
 show the same activity at the same moment, so every class is measured as the union of its spans across tensors.
 """
 import collections
-import json
-import os
 import math
-import sys
 import time
 
-from hvd_mlp.errors import ArgumentParser, UserError, command_line, non_negative_int, output_file
-from hvd_mlp.intervals import IntervalUnion
-from hvd_mlp.tracefile import TimelineError, iter_events, repair
+from hvd_mlp.timeline.intervals import IntervalUnion
+from hvd_mlp.timeline.tracefile import CUT, TimelineError, iter_events
 
 # comm: negotiation or op in flight, i.e. from a tensor being ready to its result being there; op: the collective
 # op itself (ALLREDUCE, ...); collective: the transfer (MPI_/GLOO_/NCCL_ALLREDUCE); memcpy: fusion-buffer copies
@@ -26,6 +19,7 @@ OPS = {"ALLREDUCE", "ALLGATHER", "BROADCAST", "ALLTOALL", "REDUCESCATTER", "BARR
 DTYPE_BYTES = {"uint8": 1, "int8": 1, "bool": 1, "uint16": 2, "int16": 2, "float16": 2, "bfloat16": 2,
                "int32": 4, "float32": 4, "int64": 8, "float64": 8}
 FLUSH_EVERY = 50_000  # spans between folds of the interval unions
+SERIES = ("comm", "collective")  # the classes a time series follows
 
 
 def now_us() -> int:
@@ -51,7 +45,9 @@ def classify(name: str, depth: int) -> str:
 class Analysis:
     """Streams events into per-class interval unions, per-epoch clips, byte counts and a per-tensor table."""
 
-    def __init__(self, epochs=None):
+    def __init__(self, epochs=None, bucket_us: float = 0):
+        self.bucket_us = bucket_us  # > 0: also a time series of comm in flight and bytes, per bucket of this length
+        self.bucket_bytes = collections.defaultdict(float)
         self.epochs = sorted(epochs or [], key=lambda e: e["start_unix_us"])
         self.origin_us = None  # start_time_since_epoch_in_micros: the wall clock of ts == 0
         self.names, self.stacks, self.tensors = {}, collections.defaultdict(list), {}
@@ -93,7 +89,7 @@ class Analysis:
         if self.origin_us is None:
             self.origin_us = 0  # a file without the start record: epoch windows must then be in its own clock
         clips = [(e["start_unix_us"] - self.origin_us, e["end_unix_us"] - self.origin_us) for e in self.epochs]
-        self.unions = {k: IntervalUnion(clips) for k in CLASSES}
+        self.unions = {k: IntervalUnion(clips, self.bucket_us if k in SERIES else 0) for k in CLASSES}
 
     def _span(self, pid, name, depth, start, end, args):
         target = self.targets.get((name, depth))
@@ -116,12 +112,14 @@ class Analysis:
             tensor = self.tensors[pid] = {"ops": 0, "time_us": 0.0, "bytes": 0}
         tensor["ops"] += 1
         tensor["time_us"] += end - start
-        if name in ("ALLREDUCE", "ADASUM"):
+        if name in ("ALLREDUCE", "ADASUM") and not (args and args.get(CUT)):  # a sliced-off op did not end here
             nbytes = tensor_bytes(args)
             tensor["bytes"] += nbytes
             for i in self._epochs_holding(end):
                 self.bytes[i] += nbytes
                 self.ops[i] += 1
+            if self.bucket_us:
+                self.bucket_bytes[int(end // self.bucket_us)] += nbytes
 
     def _epochs_holding(self, ts):
         """Indices of the epoch windows holding ts, plus the total's."""
@@ -150,8 +148,23 @@ class Analysis:
             epochs.append(with_shares(row, e.get("comm_wait_s")))
         tensors = sorted(({"name": self.names.get(pid, str(pid)), **t} for pid, t in self.tensors.items()),
                          key=lambda t: -t["time_us"])
-        return {"total": with_shares(total, None), "epochs": epochs, "tensors": tensors[:top],
-                "tensor_count": len(tensors)}
+        report = {"total": with_shares(total, None), "epochs": epochs, "tensors": tensors[:top],
+                  "tensor_count": len(tensors)}
+        if self.bucket_us:
+            report["series"] = self._series()
+        return report
+
+    def _series(self) -> list:
+        """Per bucket from the first event to the last: comm in flight (share of the bucket), transfer time, bytes
+        of the ops that ended in it and their bandwidth. Empty buckets are kept: a stall shows as a gap."""
+        comm, transfer = self.unions["comm"].per_bucket, self.unions["collective"].per_bucket
+        rows = []
+        for b in range(int(self.first_ts // self.bucket_us), int(self.last_ts // self.bucket_us) + 1):
+            nbytes, busy = self.bucket_bytes.get(b, 0.0), transfer.get(b, 0.0)
+            rows.append({"t_s": b * self.bucket_us / 1e6, "comm_share": comm.get(b, 0.0) / self.bucket_us,
+                         "collective_us": busy, "allreduce_bytes": nbytes,
+                         "bandwidth_MBps": nbytes / busy if busy else 0.0})
+        return rows
 
 
 def with_shares(row: dict, comm_wait_s) -> dict:
@@ -173,9 +186,10 @@ def tensor_bytes(args) -> int:
     return math.prod(dims) * DTYPE_BYTES.get(dtype, 4)
 
 
-def summarize(path: str, epochs=None, top: int = 10) -> dict:
-    """Figures for the whole file and for each epoch window; `warnings` lists what was wrong with the file."""
-    issues, analysis = [], Analysis(epochs)
+def summarize(path: str, epochs=None, top: int = 10, bucket_s: float = 0) -> dict:
+    """Figures for the whole file and for each epoch window (and per time bucket with bucket_s); `warnings` lists
+    what was wrong with the file."""
+    issues, analysis = [], Analysis(epochs, bucket_s * 1e6)
     for event in iter_events(path, issues):
         analysis.feed(event)
     report = analysis.result(top)
@@ -187,7 +201,6 @@ def summarize(path: str, epochs=None, top: int = 10) -> dict:
     return report
 
 
-# --------------------------------------------------------------------------------------------------- command line
 def format_report(report: dict) -> str:
     t, lines = report["total"], []
     lines.append(f"timeline: {t['span_us'] / 1e6:.3f} s traced | allreduce {t['allreduce_ops']:,} tensor ops, "
@@ -199,47 +212,8 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-@command_line("hvd_mlp.timeline")
-def main(argv=None):
-    parser = ArgumentParser(prog="hvd_mlp.timeline", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("summarize", help="communication figures, in total, or per epoch of a run")
-    s.add_argument("timeline", help="a Horovod timeline file, or an hvd_mlp run directory (per-epoch figures from "
-                                    "its timeline files, whatever the --timeline-mode, as the training printed them)")
-    s.add_argument("--results", help="the run (directory or results.json) the timeline file belongs to: per-epoch "
-                                     "figures")
-    s.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    s.add_argument("--top", type=non_negative_int, default=10, help="tensors listed (default: 10)")
-    r = sub.add_parser("repair", help="write a valid JSON trace that Perfetto and Chrome load")
-    r.add_argument("input", help="the damaged timeline")
-    r.add_argument("output", type=output_file, help="the repaired file to write (replaced atomically)")
-    args = parser.parse_args(argv)
-    if args.command == "repair":
-        try:
-            counts = repair(args.input, args.output)
-        except OSError as e:  # checked up front; what is left is e.g. a disk filling up while writing
-            raise UserError(f"cannot write {args.output}: {e.strerror}") from None
-        warn(counts.pop("warnings"))
-        print(f"wrote {args.output}: {counts['events']:,} events, {counts['orphans']} orphan ends dropped, "
-              f"{counts['closed']} open spans closed")
-        return
-    if args.results is not None or os.path.isdir(args.timeline):
-        from hvd_mlp import epochcomm, results  # they build on this module
-        run, file = (args.results, args.timeline) if args.results is not None else (args.timeline, "")
-        epochs, source = epochcomm.run_comm(run, file)
-        print(json.dumps([results.to_dict(e) for e in epochs], indent=1) if args.json else
-              epochcomm.format_epochs(epochs, source), flush=True)
-        return
-    report = summarize(args.timeline, top=args.top)
-    print(json.dumps(report, indent=1) if args.json else format_report(report), flush=True)
-    warn(report.pop("warnings"))
-
-
-def warn(issues: list):
-    if issues:
-        print(f"hvd_mlp.timeline: warning: {'; '.join(dict.fromkeys(issues))}; read as far as it goes",
-              file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()
+def format_series(series: list) -> str:
+    lines = [f"{'t s':>9} {'comm %':>7} {'transfer ms':>12} {'MB':>8} {'MB/s':>8}"]
+    lines += [f"{r['t_s']:>9.2f} {100 * r['comm_share']:>6.1f}% {r['collective_us'] / 1e3:>12.2f} "
+              f"{r['allreduce_bytes'] / 1e6:>8.2f} {r['bandwidth_MBps']:>8.0f}" for r in series]
+    return "\n".join(lines)

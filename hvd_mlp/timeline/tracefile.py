@@ -4,6 +4,7 @@ A JSON array of events; Horovod ends metadata records with a newline and chains 
 rewriting the closing `]` after each event. A killed run leaves it cut anywhere. The file is read in chunks
 (memory bounded), as far as it goes; each imperfection is named in `issues`, and only an unusable file is an error.
 """
+import contextlib
 import json
 import math
 import re
@@ -15,6 +16,7 @@ CHUNK = 1 << 22  # 4 MiB of text per read
 MAX_PENDING = 1 << 26  # an "event" longer than 64 MiB means this is not a timeline
 NUMBER, PID = {int, float}, {int, str}  # exact types (a bool is no time); the decoder refuses NaN, inf
 SHAPE = re.compile(r"[\[(] *(\d+ *(, *\d+ *)*,? *)?[\])]")  # "[512, 784]", as timeline.tensor_bytes reads it
+CUT = "cut_by_slice"  # in the args of an end a slice added: the span went on past the slice (not a real end)
 EVENT_START = re.compile(r"\}\s*,\s*\{")  # where the next event begins after a damaged one
 
 
@@ -143,12 +145,30 @@ def _decode(body: str, issues: list, final: bool):
     return events
 
 
+class TraceWriter:
+    """Events written as one valid JSON array (what Perfetto and chrome://tracing load); see write_trace()."""
+
+    def __init__(self, out):
+        self.out, self.events = out, 0
+
+    def write(self, ev: dict):
+        self.out.write(("[\n" if self.events == 0 else ",\n") + json.dumps(ev, separators=(",", ":")))
+        self.events += 1
+
+
+@contextlib.contextmanager
+def write_trace(path: str):
+    """A TraceWriter whose file replaces `path` (atomically) once the block ends without error."""
+    with atomic_file(path, "w") as out:
+        writer = TraceWriter(out)
+        yield writer
+        out.write("\n]\n" if writer.events else "[]\n")
+
+
 def repair(src: str, dst: str) -> dict:
     """Write a valid JSON trace: orphan ends dropped, open spans closed at the last moment, the array closed."""
-    issues, stacks, counts, last_ts = [], {}, {"events": 0, "orphans": 0, "closed": 0}, 0
-    with atomic_file(dst, "w") as out:
-        out.write("[\n")
-        first = True
+    issues, stacks, counts, last_ts = [], {}, {"orphans": 0, "closed": 0}, 0
+    with write_trace(dst) as trace:
         for ev in iter_events(src, issues):
             if ev["ph"] in ("B", "E"):
                 stack = stacks.setdefault(ev.get("pid"), [])
@@ -160,12 +180,11 @@ def repair(src: str, dst: str) -> dict:
                     counts["orphans"] += 1
                     continue
             last_ts = max(last_ts, ev.get("ts", 0))
-            out.write(("" if first else ",\n") + json.dumps(ev, separators=(",", ":")))
-            first, counts["events"] = False, counts["events"] + 1
+            trace.write(ev)
+        events = trace.events
         for pid, stack in stacks.items():
             for tid in reversed(stack):
-                out.write(",\n" + json.dumps({"ph": "E", "pid": pid, "tid": tid, "ts": last_ts}))
+                trace.write({"ph": "E", "pid": pid, "tid": tid, "ts": last_ts})
                 counts["closed"] += 1
-        out.write("\n]\n")
-    counts["warnings"] = issues
+    counts.update(events=events, warnings=issues)
     return counts

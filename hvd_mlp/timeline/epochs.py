@@ -5,11 +5,12 @@ The one place that turns timeline figures into a run's per-epoch figures. The tr
 """
 import os
 
-from hvd_mlp import results, timeline
+from hvd_mlp import results
+from hvd_mlp.timeline import analysis
 from hvd_mlp.errors import UserError
 
 FULL_FILE = "timeline.json"  # full mode: the whole run in one file
-NOTHING_SENT = {f"{c}_us": 0.0 for c in timeline.CLASSES} | {"allreduce_bytes": 0.0, "allreduce_ops": 0.0}
+NOTHING_SENT = {f"{c}_us": 0.0 for c in analysis.CLASSES} | {"allreduce_bytes": 0.0, "allreduce_ops": 0.0}
 
 
 def window_file(run_dir: str, epoch: int) -> str:
@@ -24,18 +25,18 @@ def window_comm(epoch: results.Epoch) -> results.Comm:
         measured = dict(NOTHING_SENT)
     else:
         clip = [{"epoch": epoch.epoch, "start_unix_us": window.start_unix_us, "end_unix_us": window.end_unix_us}]
-        measured = timeline.summarize(window.file, clip)["epochs"][0]
+        measured = analysis.summarize(window.file, clip)["epochs"][0]
     scale = epoch.steps / max(1, window.steps)
     row = {k: measured[k] * scale for k in NOTHING_SENT}
     row.update(epoch_time_s=epoch.epoch_time_s, scaled_from_steps=window.steps, scale=scale)
-    return results.from_dict(results.Comm, timeline.with_shares(row, epoch.comm_wait_s), "window")
+    return results.from_dict(results.Comm, analysis.with_shares(row, epoch.comm_wait_s), "window")
 
 
 def full_comm(path: str, epochs: list) -> list:
     """A full-run timeline clipped to each epoch: one Comm per epoch."""
     windows = [{"epoch": e.epoch, "start_unix_us": e.start_unix_us, "end_unix_us": e.end_unix_us,
                 "epoch_time_s": e.epoch_time_s, "comm_wait_s": e.comm_wait_s} for e in epochs]
-    report = timeline.summarize(path, windows)
+    report = analysis.summarize(path, windows)
     return [results.from_dict(results.Comm, row, path) for row in report["epochs"]]
 
 
@@ -80,12 +81,12 @@ def comm_text(e: results.Epoch) -> str:
 
 def format_epochs(epochs: list, source: str) -> str:
     lines = [f"per-epoch communication from {source}:"]
-    lines.append(f"{'epoch':>5} {'time s':>7} {'wait s':>7} " + " ".join(f"{k + ' ms':>13}" for k in timeline.CLASSES)
+    lines.append(f"{'epoch':>5} {'time s':>7} {'wait s':>7} " + " ".join(f"{k + ' ms':>13}" for k in analysis.CLASSES)
                  + f" {'MB':>8} {'MB/s':>7} {'comm %':>7} {'exposed s':>9} {'hidden s':>9}")
     for e in epochs:
         c = e.comm
         lines.append(f"{e.epoch:>5} {e.epoch_time_s:>7.2f} {e.comm_wait_s:>7.3f} "
-                     + " ".join(f"{getattr(c, k + '_us') / 1e3:>13.1f}" for k in timeline.CLASSES)
+                     + " ".join(f"{getattr(c, k + '_us') / 1e3:>13.1f}" for k in analysis.CLASSES)
                      + f" {c.allreduce_bytes / 1e6:>8.1f} {c.bandwidth_MBps:>7.0f} {100 * c.comm_share:>6.1f}%"
                      f" {c.exposed_s:>9.3f} {c.overlapped_s:>9.3f}")
     lines += [f"epoch {e.epoch}{comm_text(e)}" for e in epochs]

@@ -10,7 +10,9 @@ MAX_KEPT = 100_000
 
 
 class IntervalUnion:
-    def __init__(self, clips=()):
+    def __init__(self, clips=(), bucket: float = 0):
+        self.bucket = bucket  # > 0: also the length inside each bucket [k*bucket, (k+1)*bucket) (a time series)
+        self.per_bucket = {}
         self.clips = list(clips)  # [(start, end)] sorted by start, non-overlapping (epochs)
         self.starts = [c[0] for c in self.clips]
         self.pending = []
@@ -23,6 +25,12 @@ class IntervalUnion:
 
     def _fold(self, start, end):
         self.total += end - start
+        if self.bucket:
+            k = int(start // self.bucket)
+            while k * self.bucket < end:
+                lo, hi = max(start, k * self.bucket), min(end, (k + 1) * self.bucket)
+                self.per_bucket[k] = self.per_bucket.get(k, 0.0) + hi - lo
+                k += 1
         i = max(0, bisect.bisect_right(self.starts, start) - 1)
         while i < len(self.clips) and self.clips[i][0] < end:
             lo, hi = max(start, self.clips[i][0]), min(end, self.clips[i][1])

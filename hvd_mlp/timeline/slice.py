@@ -8,6 +8,9 @@ up with the whole file: `summarize` of a slice equals `summarize` of the same st
 from hvd_mlp.timeline.tracefile import CUT, TimelineError, iter_events, write_trace
 
 START_RECORD = "start_time_since_epoch_in_micros"  # the wall clock (us) of ts == 0
+# Horovod writes events in the order it records them, not strictly by time (a fused op's tensors are written one
+# after the other): read this far past the stretch's end before stopping
+REORDER_US = 1_000_000
 
 
 def slice_timeline(src: str, dst: str, start_s: float = 0.0, end_s: float = float("inf"),
@@ -34,8 +37,10 @@ def slice_timeline(src: str, dst: str, start_s: float = 0.0, end_s: float = floa
                 raise TimelineError(f"{src} has no start-time record before its first event: slice it with --from "
                                     "and --to (seconds) instead of --epoch")
             if ts > hi:
-                break
-            counts["last_ts"] = ts
+                if ts > hi + REORDER_US:
+                    break
+                continue  # past the end: a span begun inside is closed at the end below
+            counts["last_ts"] = max(ts, counts["last_ts"] or ts)
             if not inside and ts >= lo:  # the stretch begins: reopen, in order, what is open here
                 inside = True
                 for (pid, tid), stack in stacks.items():
@@ -51,7 +56,7 @@ def slice_timeline(src: str, dst: str, start_s: float = 0.0, end_s: float = floa
                 elif inside:
                     continue  # an end whose start the file never had (a DYNAMIC window): nothing to end
             if inside:
-                trace.write(ev)
+                trace.write(ev if ts >= lo else {**ev, "ts": lo})  # written late, but it is in the stretch from lo
         if not inside:
             end = f"its events end at {counts['last_ts'] / 1e6:.3f} s" if counts["last_ts"] is not None else \
                 "it has no timed events"

@@ -47,6 +47,13 @@ def byte_sizes(text: str) -> list:
     return sizes
 
 
+def row(nbytes: int, seconds: float, size: int) -> dict:
+    """One size's figures: algorithm bandwidth (bytes / t) and bus bandwidth, what each link of a ring carries:
+    reduce-scatter then allgather move 2(N-1)/N x bytes per rank."""
+    return {"bytes": nbytes, "time_us": seconds * 1e6, "algbw_MBps": nbytes / seconds / 1e6,
+            "busbw_MBps": 2 * (size - 1) / size * nbytes / seconds / 1e6}
+
+
 @command_line("hvd_mlp.commbench")
 def main(argv=None):
     parser = ArgumentParser(prog="hvd_mlp.commbench", description=__doc__.split("\n\n")[0])
@@ -67,8 +74,7 @@ def main(argv=None):
     rows = []
     for nbytes in sorted(args.sizes):
         t = time_allreduce(comm, nbytes, args.repeats)
-        rows.append({"bytes": nbytes, "time_us": t * 1e6, "algbw_MBps": nbytes / t / 1e6,
-                     "busbw_MBps": 2 * (size - 1) / size * nbytes / t / 1e6})
+        rows.append(row(nbytes, t, size))
     if rank != 0:
         return
     library = MPI.Get_library_version().replace("\0", "").splitlines()[0].strip()  # Open MPI's ends in a NUL byte

@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from conftest import horovodrun, python_module
+from hvd_mlp import commbench
 
 
 def test_commbench_times_allreduce_under_mpi(tmp_path):
@@ -16,7 +17,14 @@ def test_commbench_times_allreduce_under_mpi(tmp_path):
     assert re.search(r"2,269,736 +\d+\.\d +\d+ +\d+  <- the MLP's gradient", proc.stdout)
     table = json.loads(out.read_text())
     assert table["ranks"] == 2 and [r["bytes"] for r in table["rows"]] == [4096, 2269736]
-    assert all(r["time_us"] > 0 and r["busbw_MBps"] == r["algbw_MBps"] for r in table["rows"])  # 2(N-1)/N = 1
+    assert all(r["time_us"] > 0 and r["algbw_MBps"] == pytest.approx(r["bytes"] / r["time_us"])
+               for r in table["rows"])
+
+
+@pytest.mark.parametrize("size, bus_over_alg", [(2, 1.0), (4, 1.5), (8, 1.75)])
+def test_bus_bandwidth_is_what_a_ring_link_carries(size, bus_over_alg):
+    r = commbench.row(8_000_000, 0.002, size)  # 8 MB in 2 ms
+    assert r["algbw_MBps"] == pytest.approx(4000) and r["busbw_MBps"] == pytest.approx(4000 * bus_over_alg)
 
 
 def test_commbench_needs_mpi_ranks():

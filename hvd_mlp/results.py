@@ -75,7 +75,7 @@ class Comm:
     exposed_s: typing.Optional[float] = None  # the part the loop waited for ...
     overlapped_s: typing.Optional[float] = None  # ... and the part hidden behind compute
     scaled_from_steps: typing.Optional[int] = None  # window mode: figures scaled from this many steps
-    scale: typing.Optional[float] = None
+    scale: typing.Optional[float] = None  # window mode: epoch time / window time (bytes and ops: by steps)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from hvd_mlp.timeline import analysis
 from hvd_mlp.errors import UserError
 
 FULL_FILE = "timeline.json"  # full mode: the whole run in one file
+COUNTS = ("allreduce_bytes", "allreduce_ops")
 NOTHING_SENT = {f"{c}_us": 0.0 for c in analysis.CLASSES} | {"allreduce_bytes": 0.0, "allreduce_ops": 0.0}
 
 
@@ -19,16 +20,21 @@ def window_file(run_dir: str, epoch: int) -> str:
 
 
 def window_comm(epoch: results.Epoch) -> results.Comm:
-    """The epoch's recorded window, scaled from its steps to the whole epoch. TimelineError if it has no figures."""
+    """The epoch's recorded window, scaled to the whole epoch: bytes and ops by its steps (every step moves the
+    same), times by its duration (so a share of the window stays a share of the epoch: a window that ran slower
+    than the epoch's average cannot claim more communication than the epoch had time). TimelineError if it has
+    no figures."""
     window = epoch.timeline_window
     if epoch.world_size == 1:  # one rank communicates nothing: Horovod records no collective at all
         measured = dict(NOTHING_SENT)
     else:
         clip = [{"epoch": epoch.epoch, "start_unix_us": window.start_unix_us, "end_unix_us": window.end_unix_us}]
         measured = analysis.summarize(window.file, clip)["epochs"][0]
-    scale = epoch.steps / max(1, window.steps)
-    row = {k: measured[k] * scale for k in NOTHING_SENT}
-    row.update(epoch_time_s=epoch.epoch_time_s, scaled_from_steps=window.steps, scale=scale)
+    per_step = epoch.steps / max(1, window.steps)
+    window_s = (window.end_unix_us - window.start_unix_us) / 1e6
+    per_time = epoch.epoch_time_s / window_s if window_s > 0 else per_step
+    row = {k: measured[k] * (per_step if k in COUNTS else per_time) for k in NOTHING_SENT}
+    row.update(epoch_time_s=epoch.epoch_time_s, scaled_from_steps=window.steps, scale=per_time)
     return results.from_dict(results.Comm, analysis.with_shares(row, epoch.comm_wait_s), "window")
 
 
@@ -56,7 +62,7 @@ def run_comm(run_dir: str, timeline_file: str = "") -> tuple:
     if windowed:
         for e in windowed:
             e.comm = window_comm(e)
-        return windowed, f"{len(windowed)} window file(s), each scaled from its steps to its epoch"
+        return windowed, f"{len(windowed)} window file(s), each scaled to its epoch"
     full = timeline_file or os.path.join(os.path.dirname(record.path), FULL_FILE)
     if not os.path.exists(full):
         raise UserError(f"{run_dir} holds no timeline (train with --timeline-mode window or full)")

@@ -20,6 +20,7 @@
 #   HVD_MLP_TORCH_ARGS  extra pip arguments for that install   (e.g. "--index-url <a CPU-only index>")
 #   HVD_MLP_CACHE       Horovod wheel cache and install logs   (default: ~/.cache/hvd_mlp)
 #   HVD_CUDA_CC         --gpu only: CUDA compute capability    (default: 90)
+#   HOROVOD_CUDA_HOME   --gpu only: the CUDA toolkit           (default: /usr/local/cuda, else nvcc's on PATH)
 #   HVD_MLP_TARGET_PYTHON  --download for another machine: its Python version, e.g. 3.12 (x86-64 manylinux wheels)
 #   HVD_MLP_TARGET_HAS     with it: a file naming the packages that machine has (`pip freeze`, or one name a line)
 set -euo pipefail
@@ -123,7 +124,7 @@ if [ -n "$DOWNLOAD" ]; then
     # shellcheck disable=SC2086  # word lists on purpose
     run download-torch "${DL[@]}" "${WHEELS[@]}" $TORCH_ARGS $TORCH_SPEC
   fi
-  readarray -t HVD_MLP_NEEDS < <("$BASE_PY" - "$REPO/setup.cfg" "$EXTRAS" <<'PY'
+  readarray -t SETUP_CFG_NEEDS < <("$BASE_PY" - "$REPO/setup.cfg" "$EXTRAS" <<'PY'
 import configparser, re, sys
 cfg = configparser.ConfigParser()
 cfg.read(sys.argv[1])
@@ -133,7 +134,7 @@ skip = {"torch", "torchvision", "horovod", "mpi4py"}  # each has its own step
 print("\n".join(r for r in map(str.strip, reqs) if r and re.split(r"[ <>=!~;\[]", r)[0].lower() not in skip))
 PY
   )
-  REQS=("${BUILD_TOOLS[@]}" "${HOROVOD_NEEDS[@]}" "${HVD_MLP_NEEDS[@]}")
+  REQS=("${BUILD_TOOLS[@]}" "${HOROVOD_NEEDS[@]}" "${SETUP_CFG_NEEDS[@]}")
   # Which of them the offline install will take from DIR, decided by pip itself: in a venv made exactly as the
   # install will make it (it sees the same packages), or, for another machine, all it needs less what it has.
   if [ -z "$TARGET_PY" ]; then

@@ -1,4 +1,5 @@
-"""The distributed stack itself: the patched Horovod build, and real collectives under horovodrun."""
+"""The distributed stack itself: the patched Horovod build, real collectives under horovodrun, and the install
+scripts: offline from a filled wheel directory onto an existing torch, and the GPU check's CPU dry run."""
 import json
 import os
 import re
@@ -31,12 +32,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTALL = os.path.join(REPO, "scripts", "install.sh")
 GPU_CHECK = os.path.join(REPO, "scripts", "gpu_check.sh")
 PROXIES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+DEAD_PROXIES = {k: "http://127.0.0.1:9" for k in PROXIES}  # any use of the network fails
 
 
 def script_env(**extra) -> dict:
     """This environment without Horovod, hvd_mlp or virtualenv settings, plus `extra`."""
-    drop = ("HOROVOD_", "HVD_MLP_", "HVD_CUDA", "VIRTUAL_ENV", "OUT")
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(drop)}, **{k: str(v) for k, v in extra.items()}}
+    kept = {k: v for k, v in os.environ.items()
+            if not k.startswith(("HOROVOD_", "HVD_MLP_", "HVD_CUDA")) and k not in ("VIRTUAL_ENV", "OUT", "EPOCHS")}
+    return {**kept, **{k: str(v) for k, v in extra.items()}}
 
 
 def script(args, env, timeout, cwd=None):
@@ -49,9 +52,6 @@ def pypi_unreachable() -> str:
         return ""
     except OSError as e:
         return str(e)
-
-
-DEAD_PROXIES = {k: "http://127.0.0.1:9" for k in PROXIES}  # any use of the network fails
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +93,9 @@ def test_download_then_offline_install_with_system_torch_trains(offline):
     key = f"horovod-0.28.1-torch-{torch.__version__.replace('+', '_')}-{py_tag}-cpu-{patches}"
     assert f"installed from {offline.cache}/wheels/{key}" in install, install
     assert "horovod: building" not in install, "the cache key did not match the wheel `make test` built"
-    where = script([offline.venv / "bin" / "python", "-c",
-                    "import horovod, hvd_mlp, torch; print(horovod.__file__, hvd_mlp.__file__, torch.__version__)"],
+    where = script([offline.venv / "bin" / "python", "-c", "import horovod, hvd_mlp; print(horovod.__file__, hvd_mlp.__file__)"],
                    offline.env, timeout=120, cwd=offline.root).stdout.split()
-    assert where[0].startswith(str(offline.venv)) and where[1].startswith(REPO), where
-    assert where[2] == torch.__version__, where
+    assert where[0].startswith(str(offline.venv)) and where[1].startswith(REPO), where  # its Horovod, this hvd_mlp
 
     venv_bin = offline.venv / "bin"
     train = script([venv_bin / "horovodrun", "-np", 2, "-H", "localhost:2", venv_bin / "python", "-m", "hvd_mlp.train",

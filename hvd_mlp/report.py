@@ -134,6 +134,8 @@ def plot_series(res: dict, path: str):
         file, span_us = full, res["epochs"][-1]["end_unix_us"] - res["epochs"][0]["start_unix_us"]
     else:
         return None
+    if not os.path.exists(file):  # a run directory copied without its timeline files
+        return None
     series = summarize(file, bucket_s=max(0.01, span_us / 1e6 / SERIES_BUCKETS))["series"]
     t = [r["t_s"] for r in series]
     fig, (ax_comm, ax_bw) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)

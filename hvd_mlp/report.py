@@ -127,10 +127,12 @@ def plot_series(res: dict, path: str):
     middle of an epoch shows where it happened."""
     windows = [e["timeline_window"] for e in res["epochs"] if "timeline_window" in e]
     full = os.path.join(res["dir"], FULL_FILE)
+    if res["world"]["size"] == 1:  # one rank communicates nothing: Horovod wrote no spans
+        return None
     if windows:
         file, span_us = os.path.join(res["dir"], os.path.basename(windows[-1]["file"])), \
             windows[-1]["end_unix_us"] - windows[-1]["start_unix_us"]
-    elif os.path.exists(full) and res["world"]["size"] > 1:
+    elif os.path.exists(full):
         file, span_us = full, res["epochs"][-1]["end_unix_us"] - res["epochs"][0]["start_unix_us"]
     else:
         return None

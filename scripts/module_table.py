@@ -15,10 +15,13 @@ def describe(path: pathlib.Path) -> tuple:
     uses, horovod = set(), False
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "hvd_mlp":
-                uses.update(alias.name for alias in node.names)
+            if node.module in ("hvd_mlp", "hvd_mlp.timeline"):  # modules, or names the subpackage exports
+                folder = PACKAGE.joinpath(*node.module.split(".")[1:])
+                base = node.module.removeprefix("hvd_mlp").lstrip(".")
+                uses.update(f"{base}.{alias.name}".lstrip(".") if (folder / f"{alias.name}.py").exists() else base
+                            for alias in node.names)
             elif node.module.startswith("hvd_mlp."):
-                uses.add(node.module.split(".")[1])
+                uses.add(node.module.removeprefix("hvd_mlp."))
             horovod |= node.module.startswith("horovod")
         elif isinstance(node, ast.Import):
             horovod |= any(alias.name.startswith("horovod") for alias in node.names)
@@ -28,12 +31,13 @@ def describe(path: pathlib.Path) -> tuple:
 def main():
     print("| module | lines | its one job | imports from hvd_mlp | Horovod |")
     print("|---|---:|---|---|:---:|")
-    for path in sorted(PACKAGE.glob("*.py")):
-        if path.name == "__init__.py":
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        if name == "__init__":
             continue
         job, uses, horovod = describe(path)
         lines = len(path.read_text().splitlines())
-        print(f"| `{path.stem}` | {lines} | {job} | {', '.join(uses) or '-'} | {'yes' if horovod else ''} |")
+        print(f"| `{name}` | {lines} | {job} | {', '.join(uses) or '-'} | {'yes' if horovod else ''} |")
 
 
 if __name__ == "__main__":

@@ -25,10 +25,11 @@ def differences(saved: dict, cfg, keys) -> list:
 
 def find(cfg, run_dir: str) -> str:
     """The checkpoint --resume names: a path, or for 'auto' the run directory's, else the newest under runs/ whose
-    model, optimizer and data are this run's (an unrelated newer run is passed over, not resumed)."""
+    model, optimizer and data are this run's (an unrelated newer run is passed over, not resumed). Once
+    run_directory() has chosen the run directory, 'auto' is that directory's checkpoint: no second scan."""
     if cfg.resume != "auto":
         return cfg.resume
-    if cfg.output_dir:
+    if run_dir:
         path = os.path.join(run_dir, NAME)
         return path if os.path.exists(path) else ""
     for path in sorted(glob.glob(os.path.join("runs", "*", NAME)), key=os.path.getmtime, reverse=True):

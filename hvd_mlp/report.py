@@ -25,7 +25,7 @@ from hvd_mlp import results  # noqa: E402
 from hvd_mlp.errors import ArgumentParser, UserError, command_line, output_dir  # noqa: E402
 from hvd_mlp.storage import atomic_file  # noqa: E402
 from hvd_mlp.timeline import summarize  # noqa: E402
-from hvd_mlp.timeline.epochs import FULL_FILE  # noqa: E402
+from hvd_mlp.timeline.epochs import last_timeline  # noqa: E402
 
 COLORS = {"compute": "#4C72B0", "exposed": "#DD8452", "other": "#BBBBBB", "mpi": "#4C72B0", "gloo": "#C44E52"}
 SERIES_BUCKETS = 60  # time buckets of a series figure
@@ -125,19 +125,15 @@ def plot_series(res: dict, path: str):
     """Communication over time from the run's timeline (the whole run in full mode, the last window in window
     mode): comm in flight per bucket and the bandwidth of the transfers that ended in it, so a slowdown in the
     middle of an epoch shows where it happened."""
-    windows = [e["timeline_window"] for e in res["epochs"] if "timeline_window" in e]
-    full = os.path.join(res["dir"], FULL_FILE)
     if res["world"]["size"] == 1:  # one rank communicates nothing: Horovod wrote no spans
         return None
-    if windows:
-        file, span_us = os.path.join(res["dir"], os.path.basename(windows[-1]["file"])), \
-            windows[-1]["end_unix_us"] - windows[-1]["start_unix_us"]
-    elif os.path.exists(full):
-        file, span_us = full, res["epochs"][-1]["end_unix_us"] - res["epochs"][0]["start_unix_us"]
-    else:
+    windows = [e["timeline_window"] for e in res["epochs"] if "timeline_window" in e]
+    file = last_timeline(res["dir"], [w["file"] for w in windows])
+    if not os.path.exists(file):  # no timeline recorded, or a run directory copied without its timeline files
         return None
-    if not os.path.exists(file):  # a run directory copied without its timeline files
-        return None
+    ends = (windows[-1]["start_unix_us"], windows[-1]["end_unix_us"]) if windows else \
+        (res["epochs"][0]["start_unix_us"], res["epochs"][-1]["end_unix_us"])
+    span_us = ends[1] - ends[0]
     series = summarize(file, bucket_s=max(0.01, span_us / 1e6 / SERIES_BUCKETS))["series"]
     t = [r["t_s"] for r in series]
     fig, (ax_comm, ax_bw) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)

@@ -1,6 +1,7 @@
 """timeline diff on real runs (MPI against Gloo, under the real horovodrun), the epoch slice of a real run, and
 the report's step and series figures."""
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -72,3 +73,13 @@ def test_report_draws_steps_and_series(runs, tmp_path):
     written, _, _ = report.make_report([str(r) for r in runs], str(tmp_path))
     names = sorted(p.rsplit("/", 1)[1] for p in written)
     assert {"steps.png", "mpi-series.png", "gloo-series.png"} <= set(names)
+
+
+def test_a_window_file_of_a_run_missing_another_window(runs, tmp_path):
+    """One window file lost from a copied run: the others are still analysed (it was a FileNotFoundError)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(runs[1], copy)
+    (copy / "timeline-epoch1.json").unlink()
+    proc = timeline_cli("summarize", copy / "timeline-epoch2.json", "--results", copy, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [e["epoch"] for e in json.loads(proc.stdout)] == [2]

@@ -9,7 +9,7 @@ import os
 
 from hvd_mlp import results
 from hvd_mlp.timeline.analysis import CLASSES, summarize
-from hvd_mlp.timeline.epochs import FULL_FILE, run_comm
+from hvd_mlp.timeline.epochs import last_timeline, run_comm
 
 PER_STEP = [(f"{c} ms", f"{c}_us", 1e-3) for c in CLASSES] + [
     ("allreduce MB", "allreduce_bytes", 1e-6), ("allreduce ops", "allreduce_ops", 1.0)]
@@ -24,8 +24,8 @@ def profile(path: str, top: int) -> dict:
         steps = sum(e.steps for e in steady)
         totals = {key: sum(getattr(e.comm, key) for e in steady) for _, key, _ in PER_STEP}
         per_epoch = {e.epoch: {k: getattr(e.comm, k) for k in PER_EPOCH} for e in epochs if e.comm}
-        windows = [e.timeline_window.file for e in epochs if e.timeline_window]
-        report = summarize(windows[-1] if windows else os.path.join(path, FULL_FILE), top=top)
+        report = summarize(last_timeline(path, [e.timeline_window.file for e in epochs if e.timeline_window]),
+                           top=top)
         label = f"{path} ({source})"
     else:
         report = summarize(path, top=top)

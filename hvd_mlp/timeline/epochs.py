@@ -1,13 +1,14 @@
 """Each epoch's communication, from a run's timeline files: window or full, as per-epoch Comm records.
 
-The one place that turns timeline figures into a run's per-epoch figures. The training calls it after every epoch (window mode) or at the end (full mode), and
-`python -m hvd_mlp.timeline summarize RUN_DIR` calls the same functions, so both print the same figures.
+The one place that turns timeline figures into a run's per-epoch figures. The training calls it after every
+epoch (window mode) or at the end (full mode), and `python -m hvd_mlp.timeline summarize RUN_DIR` calls the same
+functions, so both print the same figures.
 """
 import os
 
 from hvd_mlp import results
-from hvd_mlp.timeline import analysis
 from hvd_mlp.errors import UserError
+from hvd_mlp.timeline import analysis
 
 FULL_FILE = "timeline.json"  # full mode: the whole run in one file
 COUNTS = ("allreduce_bytes", "allreduce_ops")
@@ -17,6 +18,13 @@ NOTHING_SENT = {f"{c}_us": 0.0 for c in analysis.CLASSES} | {"allreduce_bytes": 
 def window_file(run_dir: str, epoch: int) -> str:
     """Window mode: one file per epoch."""
     return os.path.join(run_dir, f"timeline-epoch{epoch}.json")
+
+
+def last_timeline(run_dir: str, window_files: list) -> str:
+    """The run's timeline for a view over time or per tensor: its last window's file (beside results.json, wherever
+    the run directory was moved) in window mode, else its full-run file."""
+    return os.path.join(run_dir, os.path.basename(window_files[-1])) if window_files else \
+        os.path.join(run_dir, FULL_FILE)
 
 
 def window_comm(epoch: results.Epoch) -> results.Comm:
@@ -55,8 +63,9 @@ def run_comm(run_dir: str, timeline_file: str = "") -> tuple:
     for e in windowed:  # the files sit beside results.json, wherever the run directory was moved
         e.timeline_window.file = os.path.join(os.path.dirname(record.path), os.path.basename(e.timeline_window.file))
     if timeline_file and windowed:
-        windowed = [e for e in windowed if os.path.samefile(e.timeline_window.file, timeline_file)] \
-            if os.path.exists(timeline_file) else []
+        named = os.path.exists(timeline_file)
+        windowed = [e for e in windowed if named and os.path.exists(e.timeline_window.file)
+                    and os.path.samefile(e.timeline_window.file, timeline_file)]
         if not windowed:  # not one of the run's window files: read it as a full timeline of the run
             return _clipped(record, timeline_file)
     if windowed:

@@ -128,7 +128,10 @@ def train(cfg):
         compression=hvd.Compression.fp16 if cfg.fp16_allreduce else hvd.Compression.none,
         op=hvd.Adasum if cfg.adasum else hvd.Average,
         backward_passes_per_step=cfg.backward_passes_per_step,
-        groups=cfg.allreduce_groups or None)  # HVD: k groups, each reduced as one once all of it is ready
+        # HVD: k groups, each reduced as one once all of it is ready. Not elastic: with groups the constructor
+        # broadcasts the parameter order, a collective that a joining worker would run while the others sync the
+        # state, and both would wait forever (docs/reliability.md)
+        groups=None if cfg.elastic else cfg.allreduce_groups or None)
     if cfg.elastic:
         # no collective before hvd.elastic.run: a worker joining later would run it while the others sync state;
         # the state's sync on entry broadcasts rank 0's model, optimizer, epoch and records instead

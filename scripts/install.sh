@@ -92,7 +92,7 @@ fi
 # ---------------------------------------------------------------- 5. Horovod, patched, wheel cached
 STEP="horovod"
 FLAVOUR=$([ $GPU -eq 1 ] && echo nccl || echo cpu)
-PATCHES=p4  # bump when the patches below change: the cache key must name what was built
+PATCHES=p5  # bump when the patches below change: the cache key must name what was built
 WHEEL_DIR=$CACHE/wheels/horovod-$HOROVOD_VERSION-torch-${TORCH_VERSION//+/_}-$PY_TAG-$FLAVOUR-$PATCHES
 MARKER=$VENV/.hvd_mlp-horovod-wheel  # which cached wheel this venv holds
 installed_horovod() { "$PY" -c 'import horovod.torch' 2>/dev/null && [ "$(cat "$MARKER" 2>/dev/null)" = "$WHEEL_DIR" ]; }
@@ -103,7 +103,7 @@ if [ -z "$(ls "$WHEEL_DIR"/horovod-*.whl 2>/dev/null)" ]; then
   run horovod-download "${PIP[@]}" download -q --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$BUILD"
   tar -xzf "$BUILD/horovod-$HOROVOD_VERSION.tar.gz" -C "$BUILD"
   SRC=$BUILD/horovod-$HOROVOD_VERSION
-  # The three source changes, explained in docs/install.md:
+  # The source changes, explained in docs/install.md:
   # (1) the core needs C++17 (torch's headers use it); (2) torch >= 2.10 headers need C++20 in the torch extension;
   sed -i 's/^set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' "$SRC/CMakeLists.txt"
   sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 20)/' "$SRC/horovod/torch/CMakeLists.txt"
@@ -116,6 +116,16 @@ if [ -z "$(ls "$WHEEL_DIR"/horovod-*.whl 2>/dev/null)" ]; then
     "$SRC/horovod/common/timeline.cc"
   grep -q 'sleep_for(std::chrono::milliseconds(1))' "$SRC/horovod/common/timeline.cc" \
     || fail "the timeline writer patch no longer applies to timeline.cc"
+  # (5) elastic: a host whose worker failed is blacklisted for good (unless --blacklist-cooldown-range), so a host
+  # the discovery script drops and lists again (a preempted node back) is never used again. Listed again = a new
+  # host: take it off the blacklist (a failure while it stays listed still blacklists it). docs/reliability.md
+  sed -i '/^        host_slots = self._discovery.find_available_hosts_and_slots()$/a\
+        for host in host_slots.keys() - prev_host_slots.keys():  # hvd_mlp: gone, now listed again: a new host\
+            if self._hosts_state[host].is_blacklisted():\
+                logging.info("whitelist host listed again by the discovery: %s", host)\
+                self._hosts_state[host].whitelist()' "$SRC/horovod/runner/elastic/discovery.py"
+  grep -q 'whitelist host listed again by the discovery' "$SRC/horovod/runner/elastic/discovery.py" \
+    || fail "the elastic discovery patch no longer applies to discovery.py"
   export CMAKE_POLICY_VERSION_MINIMUM=3.5                    # CMake >= 4 rejects the bundled gloo's old minimum
   export CXXFLAGS="${CXXFLAGS:-} -include cstdint -include string"  # GCC >= 13 no longer includes these transitively
   export HOROVOD_WITH_PYTORCH=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1

@@ -4,15 +4,17 @@
 
 One try runs on this machine under two host names (localhost and 127.0.0.1: Horovod blacklists the host of a failed
 worker): horovodrun -np 2 --min-np 1 --max-np 2 with scripts/discover_hosts.sh reading a hostfile the try edits.
-  1. a fault: `kill` SIGKILLs rank 1 in epoch 2 once rank 0 printed its step 25 (commits every 10 steps); `commit-kill` kills rank 0 inside state.commit() at the end
-     of epoch 2, after it wrote results.json and the checkpoint. The dead rank's host leaves the hostfile (the
-     capacity is gone); the job must shrink to 1 and go on.
-  2. 2 s later the host is listed again (the capacity is back): the job must grow to 2 within --grow-limit seconds.
+  1. a fault: `kill` SIGKILLs rank 1 in epoch 2 once rank 0 printed its step 25 (commits every 10 steps);
+     `commit-kill` kills rank 0 inside state.commit() at the end of epoch 2, after it wrote results.json and the
+     checkpoint. The dead rank's host leaves the hostfile (the capacity is gone); the job must shrink to 1 and go on.
+  2. once the discovery reported it gone, the host is listed again (the capacity is back): the job must grow to 2
+     within --grow-limit seconds.
      `grow-kill` then kills the new worker while the job grows (its host leaves and returns once more).
   3. the job must end (exit 0) with every epoch once and complete, the same parameters on every rank, a checkpoint
      of the last epoch, and world_changes in results.json telling what rank 0 printed.
 """
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -47,6 +49,27 @@ if os.environ.get("HVD_MLP_BENCH_KILL_IN_COMMIT"):
 '''
 
 
+def observed_discovery(workdir: str) -> str:
+    """scripts/discover_hosts.sh, also noting each answer in workdir/discovered: a host must have been seen gone
+    before it returns, or Horovod never knew it left (horovodrun runs the script every 1 s, plus a Python process
+    start for each run: seconds under load)."""
+    path = os.path.join(workdir, "discover.sh")
+    with open(path, "w") as fh:
+        fh.write(f"#!/usr/bin/env bash\nset -euo pipefail\nhosts=$({shlex.quote(DISCOVERY)})\necho \"$hosts\"\n"
+                 f"echo $hosts >> {shlex.quote(os.path.join(workdir, 'discovered'))}\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+def discovered(workdir: str) -> list:
+    """The discovery's answers so far, each the set of host names it listed."""
+    try:
+        with open(os.path.join(workdir, "discovered")) as fh:
+            return [{token.split(":")[0] for token in line.split()} for line in fh]
+    except FileNotFoundError:
+        return []
+
+
 @dataclass
 class Try:
     """What one try saw; `problems` empty = a success."""
@@ -75,7 +98,7 @@ class Job:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [workdir, env.get("PYTHONPATH")]))
             env["HVD_MLP_BENCH_KILL_IN_COMMIT"] = f"0:3:{os.path.join(workdir, 'killed')}"
         cmd = [os.path.join(BIN, "horovodrun"), "-np", "2", "--min-np", "1", "--max-np", "2",
-               "--network-interfaces", "lo", "--host-discovery-script", DISCOVERY,
+               "--network-interfaces", "lo", "--host-discovery-script", observed_discovery(workdir),
                sys.executable, "-m", "hvd_mlp.train", "--elastic", "--dataset", "synthetic", "--synthetic-size",
                str(SAMPLES), "--epochs", str(epochs), "--log-every", "25", "--commit-every", "10", "--threads", "1",
                "--output-dir", self.out]
@@ -96,7 +119,7 @@ class Job:
         return sum(line.split(":", 1)[-1].startswith("epoch ") for line in self.text().splitlines())
 
     def workers(self) -> dict:
-        """{pid: launcher host name} of this job's training processes."""
+        """{pid: (launcher host name, rank at launch)} of this job's training processes."""
         found = {}
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -111,7 +134,7 @@ class Job:
         return found
 
     def wait(self, predicate, timeout: float):
-        """predicate()'s first true value within timeout s, else None (also when the job ended)."""
+        """predicate()'s first true value within timeout s, else a false one (also once the job ended)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             value = predicate()
@@ -124,14 +147,23 @@ class Job:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        for pid in self.workers():  # horovodrun starts each in a session of its own
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def lose_and_return(job: Job, host: str, t: Try, grow_limit: float, then=None) -> bool:
-    """The host leaves the hostfile; 2 s later it is back; the job must grow to 2 ranks within grow_limit s.
-    `then(pids_before)` runs right after the host is listed again (grow-kill)."""
+    """The host leaves the hostfile; once Horovod's discovery has seen it gone (and 1 s more) it is back; the job
+    must grow to 2 ranks within grow_limit s. `then(pids_before)` runs right after it is listed again (grow-kill)."""
+    answers = len(discovered(job.dir))
     job.listed = [h for h in job.listed if h != host]
     job.write_hosts()
-    time.sleep(2)
+    if not job.wait(lambda: any(host not in a for a in discovered(job.dir)[answers:]), 60):
+        t.problems.append(f"the discovery did not report {host} gone within 60 s")
+        return False
+    time.sleep(1)
     before = set(job.workers())
     job.listed.append(host)
     job.write_hosts()
@@ -145,7 +177,7 @@ def lose_and_return(job: Job, host: str, t: Try, grow_limit: float, then=None) -
     return True
 
 
-def run_try(workdir: str, epochs: int = 12, fault: str = "kill", grow_limit: float = 60, timeout: float = 300,
+def run_try(workdir: str, epochs: int = 12, fault: str = "kill", grow_limit: float = 60, timeout: float = 600,
             newcomer_dies_after: float = 1.0) -> Try:
     """One try (the module's docstring); grow-kill kills the new worker newcomer_dies_after s after it started."""
     t, start = Try(), time.time()

@@ -209,9 +209,8 @@ def world_line(c: results.WorldChange) -> str:
     what = "; ".join(f"{verb} host{'s' if len(set(names)) > 1 else ''} {', '.join(sorted(set(names)))}"
                      for verb, names in (("lost", c.lost_hosts), ("added", c.added_hosts)) if names)
     line = f"world: {c.previous_size} -> {c.size} ranks ({what}) at epoch {c.epoch}, step {c.step}"
-    if c.rolled_back_steps:
-        line += f"; rolled back to the commit {c.rolled_back_steps} step{'s' if c.rolled_back_steps > 1 else ''} earlier"
-    return line
+    back = c.rolled_back_steps
+    return line + (f"; rolled back to the commit {back} step{'s' if back > 1 else ''} earlier" if back else "")
 
 
 def train_step(model, optimizer, micro_batches: list, adasum: bool) -> tuple:

@@ -77,17 +77,20 @@ def test_elastic_host_lost_and_back_across_two_hosts(cluster, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_"))}
     env.update(PATH=f"{venv}/bin:{env['PATH']}", HVD_MLP_HOSTFILE=str(hosts))
     cmd = [f"{venv}/bin/horovodrun", "-np", "2", "--min-np", "1", "--max-np", "2", "--network-interfaces", "hvd0",
-           "--host-discovery-script", f"{REPO}/scripts/discover_hosts.sh", sys.executable, "-m", "hvd_mlp.train",
+           "--host-discovery-script", elastic_bench.observed_discovery(str(tmp_path)), sys.executable, "-m", "hvd_mlp.train",
            "--elastic", "--dataset", "synthetic", "--synthetic-size", elastic_bench.SAMPLES, "--epochs", "12",
            "--log-every", "0", "--commit-every", "10", "--threads", "1", "--output-dir", out]
 
-    def wait_for(text, timeout):
+    def wait_until(predicate, timeout=60):
         deadline = time.time() + timeout
         while time.time() < deadline and job.poll() is None:
-            if text in log.read_text():
+            if predicate():
                 return True
             time.sleep(0.2)
-        return text in log.read_text()
+        return predicate()
+
+    def wait_for(text, timeout):
+        return wait_until(lambda: text in log.read_text(), timeout)
 
     with open(log, "w") as fh:
         job = cluster.start_on(0, cmd, fh, env=env)
@@ -97,7 +100,9 @@ def test_elastic_host_lost_and_back_across_two_hosts(cluster, tmp_path):
         cluster.lose(1)
         listed("node1")
         assert wait_for("world: 2 -> 1 ranks (lost host node2) at epoch 2", 60), log.read_text()[-3000:]
-        time.sleep(2)  # the discovery has seen node2 gone
+        answers = len(elastic_bench.discovered(str(tmp_path)))
+        assert wait_until(lambda: any("node2" not in a for a in elastic_bench.discovered(str(tmp_path))[answers:]))
+        time.sleep(1)  # horovodrun has seen node2 gone (it must, to take it back)
         cluster.bring_back(1)
         listed("node1", "node2")
         back = time.time()

@@ -61,12 +61,6 @@ def overwrite_refusal(cfg, run_dir: str) -> str:
     return ""
 
 
-def refuse_to_overwrite(cfg, run_dir: str):
-    refusal = overwrite_refusal(cfg, run_dir)
-    if refusal:
-        raise UserError(refusal)
-
-
 def load(cfg, run_dir: str, model, optimizer):
     """Rank 0 loads the checkpoint --resume names: (epochs done, their records, error or None). Other ranks load
     nothing; the caller broadcasts. Call after hvd.DistributedOptimizer wrapped the optimizer: the wrapper is a new

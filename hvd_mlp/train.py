@@ -111,7 +111,10 @@ def train(cfg):
         os.environ.setdefault("HOROVOD_CYCLE_TIME", "0.1")
 
     # ---------------------------------------------------------------------------------------- Horovod and machine
-    hvd.init()  # HVD
+    try:
+        hvd.init()  # HVD
+    except ValueError as e:  # Horovod's "initialization failed": e.g. a peer never joined (it stopped first)
+        raise UserError(f"Horovod did not start: {str(e).splitlines()[0]}") from None
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(hvd.local_rank())  # HVD: one GPU per local rank

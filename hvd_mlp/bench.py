@@ -13,6 +13,9 @@
     python -m hvd_mlp.bench recording [--np 2] [--controller mpi] [--epochs 3] [--repeats 3]
         throughput of the same training with the timeline off, in window mode and in full mode, interleaved
         so that machine noise hits all three alike; prints samples/s and each mode's cost.
+    python -m hvd_mlp.bench elastic [--tries 20] [--fault kill|grow-kill|commit-kill]
+        an elastic job loses a worker and its host, the host comes back: tries / successes / time to grow back
+        (hvd_mlp/elastic_bench.py).
     python -m hvd_mlp.bench timeline [--size-mb 1000] [--file PATH]
         writes a Horovod-format timeline of that size (8 fused gradient tensors per step, as hvd_mlp's MLP makes)
         and times `hvd_mlp.timeline summarize` and `slice` (its middle tenth) on it, each in a child process of
@@ -28,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from hvd_mlp import generate, results
+from hvd_mlp import elastic_bench, generate, results
 from hvd_mlp.commbench import MODEL_FLOATS
 from hvd_mlp.errors import ArgumentParser, UserError, command_line, output_dir, output_file, positive
 
@@ -233,9 +236,10 @@ def main(argv=None):
     sc.add_argument("--out", type=output_dir, help="where the figures go (default: the sweep's run directory)")
     c = sub.add_parser("compare", help="hvd_mlp against the seed's DDP design, side by side")
     c.add_argument("--repeats", type=positive(int), default=2, help="runs of each (default: 2)")
+    elastic_bench.add_parser(sub)
     args = parser.parse_args(argv)
     {"timeline": bench_timeline, "recording": bench_recording, "scaling": bench_scaling,
-     "compare": bench_compare}[args.command](args)
+     "compare": bench_compare, "elastic": elastic_bench.bench_elastic}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -52,12 +52,14 @@ def run_directory(cfg) -> str:
     return os.path.dirname(resumed) if resumed else os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
 
 
-def refuse_to_overwrite(cfg, run_dir: str):
-    """A run directory that already holds a run is continued (--resume) or replaced on purpose (--overwrite)."""
+def overwrite_refusal(cfg, run_dir: str) -> str:
+    """Why this run may not use run_dir, or "": a run directory that already holds a run is continued (--resume)
+    or replaced on purpose (--overwrite)."""
     held = [f for f in (results.FILE, NAME) if os.path.exists(os.path.join(run_dir, f))]
     if held and not cfg.resume and not cfg.overwrite:
-        raise UserError(f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume auto, "
-                        "replace it with --overwrite, or choose another --output-dir")
+        return (f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume auto, "
+                "replace it with --overwrite, or choose another --output-dir")
+    return ""
 
 
 def load(cfg, run_dir: str, model, optimizer):

@@ -51,7 +51,8 @@ class Config:
     adasum: bool = _opt(False, "combine gradients with Adasum instead of averaging")
     backward_passes_per_step: int = _opt(1, "local gradient accumulation before each allreduce")
     allreduce_groups: int = _opt(1, "split the gradients into this many groups, each allreduced as one when all "
-                                    "of it is ready (DistributedOptimizer groups=); 0 = per tensor, fused by cycle")
+                                    "of it is ready (DistributedOptimizer groups=); 0 = per tensor, fused by cycle; "
+                                    "--elastic uses 0 (Horovod builds groups with a collective)")
     # not "--timeline": horovodrun reads its own arguments even after the command, and that prefix is ambiguous there
     timeline_mode: str = _opt("off", "record Horovod's timeline into the run directory: off | window (a window "
                                      "of steps per epoch, cheap) | full (every step); the flag alone means window",

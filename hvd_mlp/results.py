@@ -42,11 +42,17 @@ class World:
 
 @dataclass
 class WorldChange:
+    """An elastic job's world as it (re)started: the first entry is the start, each further one a change."""
     epoch: int
-    samples_done: int  # samples of that epoch already done when the world changed
+    samples_done: int  # samples of that epoch already done where the job went on (its last commit)
     size: int
-    hosts: list[str]
+    hosts: list[str]  # the launcher's host name of each rank (what the discovery script lists and Horovod blacklists)
     unix_us: int
+    previous_size: int = 0  # 0 for the start
+    lost_hosts: list[str] = field(default_factory=list)  # one entry per rank lost (a host with 2 ranks: twice)
+    added_hosts: list[str] = field(default_factory=list)
+    step: int = 0  # steps of the epoch done when the change was noticed
+    rolled_back_steps: int = 0  # steps done after the last commit, lost and done again
 
 
 @dataclass

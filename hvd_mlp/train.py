@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import horovod
@@ -75,6 +76,8 @@ class Run:
     recorder: TimelineRecorder
     record: results.RunRecord
     dataset: data.ResidentData
+    reached: tuple = (0, 0)  # (epoch, steps done) this process got to: a rollback to the last commit does not undo it
+    checkpointed: int = 0  # the last epoch this process wrote a checkpoint of
 
 
 def check_launch(cfg):
@@ -90,7 +93,12 @@ def check_launch(cfg):
 def train(cfg):
     check_launch(cfg)
     run_dir = checkpoint.run_directory(cfg)
-    checkpoint.refuse_to_overwrite(cfg, run_dir)  # every rank: all stop alike, none waits for a peer that left
+    # every rank: all stop alike, none waits for a peer that left. Elastic: a worker that joins later finds the
+    # job's own files there, so the verdict that counts is rank 0's at the start, synced with the state (a joining
+    # worker is never rank 0)
+    refusal = checkpoint.overwrite_refusal(cfg, run_dir)
+    if refusal and not (cfg.elastic and launch_rank() != 0):
+        raise UserError(refusal)
     if launch_rank() == 0:
         storage.make_run_dir(run_dir)
     recorder = TimelineRecorder.before_init(cfg.timeline_mode, run_dir, cfg.timeline_steps)
@@ -103,7 +111,10 @@ def train(cfg):
         os.environ.setdefault("HOROVOD_CYCLE_TIME", "0.1")
 
     # ---------------------------------------------------------------------------------------- Horovod and machine
-    hvd.init()  # HVD
+    try:
+        hvd.init()  # HVD
+    except ValueError as e:  # Horovod's "initialization failed": e.g. a peer never joined (it stopped first)
+        raise UserError(f"Horovod did not start: {str(e).splitlines()[0]}") from None
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(hvd.local_rank())  # HVD: one GPU per local rank
@@ -128,7 +139,10 @@ def train(cfg):
         compression=hvd.Compression.fp16 if cfg.fp16_allreduce else hvd.Compression.none,
         op=hvd.Adasum if cfg.adasum else hvd.Average,
         backward_passes_per_step=cfg.backward_passes_per_step,
-        groups=cfg.allreduce_groups or None)  # HVD: k groups, each reduced as one once all of it is ready
+        # HVD: k groups, each reduced as one once all of it is ready. Not elastic: with groups the constructor
+        # broadcasts the parameter order, a collective that a joining worker would run while the others sync the
+        # state, and both would wait forever (docs/reliability.md)
+        groups=None if cfg.elastic else cfg.allreduce_groups or None)
     if cfg.elastic:
         # no collective before hvd.elastic.run: a worker joining later would run it while the others sync state;
         # the state's sync on entry broadcasts rank 0's model, optimizer, epoch and records instead
@@ -146,37 +160,60 @@ def train(cfg):
         ds.name, ds.train_x.to(device), ds.train_y.to(device), ds.val_x.to(device), ds.val_y.to(device)))
     # what an elastic job carries across world changes; commit() snapshots it, a failure rolls back to it
     state = hvd.elastic.TorchState(model=model, optimizer=optimizer, epoch=done + 1, samples_done=0,  # HVD
-                                   history=history, world_changes=[])
+                                   steps_done=0, history=history, world_changes=[], run_dir=run_dir,
+                                   refusal=refusal)
     if cfg.elastic:
         hvd.elastic.run(train_epochs)(state, run)  # HVD: re-entered from the last commit after each world change
     else:
         train_epochs(state, run)
 
     # ---------------------------------------------------------------------------------------- finish
-    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
-    record.world.param_digests = hvd.allgather_object(digest, name="params.digest")  # HVD: all equal?
     rank = hvd.rank()  # HVD
     hvd.shutdown()  # HVD: also closes a full timeline file, so it can be analysed below
     if rank == 0:
         if recorder.full_file and state.history:
             analyse_full_timeline(recorder.full_file, state.history)
         save_record(run, state)
+        last = state.history[-1].epoch if state.history else 0
+        if cfg.checkpoint_every and last and run.checkpointed != last:  # rank 0 changed (elastic) before writing it
+            checkpoint.save(run.run_dir, cfg, model, optimizer, last, state.history)
         print(f"done: {len(state.history)} epochs, final val acc {record.summary.final_val_acc:.4f}, "
-              f"results in {os.path.join(run_dir, results.FILE)}", flush=True)
+              f"results in {os.path.join(run.run_dir, results.FILE)}", flush=True)
 
 
 def describe_world(run: Run, state) -> results.World:
-    """The world as it is now (elastic: it changes); a change is logged in state.world_changes."""
+    """The world as it is now (elastic: it changes); a change is logged in state.world_changes and printed."""
     size = hvd.size()  # HVD
-    world = results.World(size=size, local_size=hvd.local_size(),  # HVD
-                          hosts=hvd.allgather_object(socket.gethostname(), name="world.hosts"),  # HVD
+    # launcher's host name (elastic: the discovery's), machine name, progress: one gather, the same answer everywhere
+    ranks = hvd.allgather_object((os.environ.get("HOROVOD_HOSTNAME") or socket.gethostname(), socket.gethostname(),
+                                  run.reached), name="world.hosts")  # HVD
+    world = results.World(size=size, local_size=hvd.local_size(), hosts=[r[1] for r in ranks],  # HVD
                           controller="mpi" if hvd.mpi_enabled() else "gloo",  # HVD
                           horovod_version=horovod.__version__, torch_version=torch.__version__,
                           device=run.device.type)
-    if not state.world_changes or state.world_changes[-1].size != size:
-        state.world_changes.append(results.WorldChange(epoch=state.epoch, samples_done=state.samples_done, size=size,
-                                                       hosts=world.hosts, unix_us=now_us()))
+    hosts, before = [r[0] for r in ranks], state.world_changes[-1] if state.world_changes else None
+    if before and before.size == size and sorted(before.hosts) == sorted(hosts):
+        return world  # re-entered without a change (e.g. the discovery dropped a host already gone)
+    reached = max((r[2][1] for r in ranks if r[2][0] == state.epoch), default=state.steps_done)
+    change = results.WorldChange(epoch=state.epoch, samples_done=state.samples_done, size=size, hosts=hosts,
+                                 unix_us=now_us(), previous_size=before.size if before else 0,
+                                 step=max(reached, state.steps_done),
+                                 rolled_back_steps=max(0, reached - state.steps_done))
+    if before:
+        change.lost_hosts = list((Counter(before.hosts) - Counter(hosts)).elements())
+        change.added_hosts = list((Counter(hosts) - Counter(before.hosts)).elements())
+        log(world_line(change))
+    state.world_changes.append(change)
     return world
+
+
+def world_line(c: results.WorldChange) -> str:
+    """world: 2 -> 1 ranks (lost host node2) at epoch 3, step 41; rolled back to the commit 7 steps earlier"""
+    what = "; ".join(f"{verb} host{'s' if len(set(names)) > 1 else ''} {', '.join(sorted(set(names)))}"
+                     for verb, names in (("lost", c.lost_hosts), ("added", c.added_hosts)) if names)
+    line = f"world: {c.previous_size} -> {c.size} ranks ({what}) at epoch {c.epoch}, step {c.step}"
+    back = c.rolled_back_steps
+    return line + (f"; rolled back to the commit {back} step{'s' if back > 1 else ''} earlier" if back else "")
 
 
 def train_step(model, optimizer, micro_batches: list, adasum: bool) -> tuple:
@@ -218,6 +255,10 @@ def evaluate(model, x, y) -> tuple:
 def train_epochs(state, run: Run):
     """The training loop. Elastic: re-entered after a world change, from state's last commit."""
     cfg, model, optimizer, device, ds = run.cfg, state.model, state.optimizer, run.device, run.dataset
+    if state.refusal:  # elastic: rank 0's verdict on the run directory, now every worker's
+        raise UserError(state.refusal)
+    run.run_dir = run.recorder.run_dir = state.run_dir  # elastic: the first rank 0's, whoever is rank 0 later
+    started = not state.world_changes
     run.record.world = describe_world(run, state)
     rank, size = hvd.rank(), hvd.size()  # HVD: read on every (re)entry: an elastic world may have changed
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // hvd.local_size()))  # HVD: cores / ranks
@@ -225,11 +266,12 @@ def train_epochs(state, run: Run):
     epoch_samples = min(n, cfg.max_steps * per_step * size) if cfg.max_steps else n
     if epoch_samples < size:
         raise UserError(f"the training set has {epoch_samples} sample(s), fewer than the {size} ranks")
-    log(f"hvd_mlp: {size} ranks ({run.record.world.controller}, {hvd.local_size()} per host, "  # HVD
-        f"{torch.get_num_threads()} threads each) | {ds.name}: {n:,} train / {len(ds.val_x):,} val | MLP "
-        f"{'-'.join(map(str, model.sizes))} ({run.record.parameters:,} params) | batch {cfg.batch_size}/rank x "
-        f"{size}" + (f" x {cfg.backward_passes_per_step} passes" if cfg.backward_passes_per_step > 1 else "")
-        + f" | run dir {run.run_dir}")
+    if started:
+        log(f"hvd_mlp: {size} ranks ({run.record.world.controller}, {hvd.local_size()} per host, "  # HVD
+            f"{torch.get_num_threads()} threads each) | {ds.name}: {n:,} train / {len(ds.val_x):,} val | MLP "
+            f"{'-'.join(map(str, model.sizes))} ({run.record.parameters:,} params) | batch {cfg.batch_size}/rank x "
+            f"{size}" + (f" x {cfg.backward_passes_per_step} passes" if cfg.backward_passes_per_step > 1 else "")
+            + f" | run dir {run.run_dir}")
 
     while state.epoch <= cfg.epochs:
         epoch, resumed_at = state.epoch, state.samples_done  # elastic: > 0 when the world changed mid-epoch
@@ -253,6 +295,8 @@ def train_epochs(state, run: Run):
             loss_sum, correct, samples = loss_sum + step_loss, correct + step_correct, samples + step_samples
             compute, comm_wait = compute + step_compute, comm_wait + step_wait
             state.samples_done += step_samples * size
+            state.steps_done += 1
+            run.reached = (epoch, state.steps_done)
             if cfg.elastic and (step + 1) % cfg.commit_every == 0:
                 state.commit()  # HVD: snapshot, and raise here if hosts were added or removed
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
@@ -288,13 +332,18 @@ def train_epochs(state, run: Run):
         log(epoch_line(record, cfg.epochs))
 
         # ------------------------------------------------------------------------------------ results and checkpoint
-        state.epoch, state.samples_done = epoch + 1, 0
+        state.epoch, state.samples_done, state.steps_done = epoch + 1, 0, 0
         if rank == 0:
             save_record(run, state)
             if cfg.checkpoint_every and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs):
                 checkpoint.save(run.run_dir, cfg, model, optimizer, epoch, state.history)
+                run.checkpointed = epoch
         if cfg.elastic:
             state.commit()  # HVD: an epoch boundary is always a safe point to come back to
+
+    # inside the elastic loop: a world change here is rolled back and the digests gathered again
+    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
+    run.record.world.param_digests = hvd.allgather_object(digest, name="params.digest")  # HVD: all equal?
 
 
 def epoch_line(e: results.Epoch, epochs: int) -> str:

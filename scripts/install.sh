@@ -254,7 +254,7 @@ fi
 # ---------------------------------------------------------------- 5. Horovod, patched, wheel cached
 STEP="horovod"
 FLAVOUR=$([ $GPU -eq 1 ] && echo nccl || echo cpu)$([ $MPI -eq 0 ] && echo -nompi || true)
-PATCHES=p4  # bump when the patches below change: the cache key must name what was built
+PATCHES=p6  # bump when the patches below change: the cache key must name what was built
 WHEEL_DIR=$CACHE/wheels/horovod-$HOROVOD_VERSION-torch-${TORCH_VERSION//+/_}-$PY_TAG-$FLAVOUR-$PATCHES
 MARKER=$VENV/.hvd_mlp-horovod-wheel  # which cached wheel this venv holds
 installed_horovod() { "$PY" -c 'import horovod.torch' 2>/dev/null && [ "$(cat "$MARKER" 2>/dev/null)" = "$WHEEL_DIR" ]; }
@@ -269,7 +269,7 @@ if [ -z "$(ls "$WHEEL_DIR"/horovod-*.whl 2>/dev/null)" ]; then
   fi
   tar -xzf "$BUILD/horovod-$HOROVOD_VERSION.tar.gz" -C "$BUILD"
   SRC=$BUILD/horovod-$HOROVOD_VERSION
-  # The three source changes, explained in docs/install.md:
+  # The source changes, explained in docs/install.md:
   # (1) the core needs C++17 (torch's headers use it); (2) torch >= 2.10 headers need C++20 in the torch extension;
   sed -i 's/^set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' "$SRC/CMakeLists.txt"
   sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 20)/' "$SRC/horovod/torch/CMakeLists.txt"
@@ -282,6 +282,35 @@ if [ -z "$(ls "$WHEEL_DIR"/horovod-*.whl 2>/dev/null)" ]; then
     "$SRC/horovod/common/timeline.cc"
   grep -q 'sleep_for(std::chrono::milliseconds(1))' "$SRC/horovod/common/timeline.cc" \
     || fail "the timeline writer patch no longer applies to timeline.cc"
+  # (5) elastic: a host whose worker failed is blacklisted for good (unless --blacklist-cooldown-range), so a host
+  # the discovery script drops and lists again (a preempted node back) is never used again. Listed again = a new
+  # host: take it off the blacklist (a failure while it stays listed still blacklists it). docs/reliability.md
+  sed -i '/^        host_slots = self._discovery.find_available_hosts_and_slots()$/a\
+        for host in host_slots.keys() - prev_host_slots.keys():  # hvd_mlp: gone, now listed again: a new host\
+            if self._hosts_state[host].is_blacklisted():\
+                logging.info("whitelist host listed again by the discovery: %s", host)\
+                self._hosts_state[host].whitelist()' "$SRC/horovod/runner/elastic/discovery.py"
+  grep -q 'whitelist host listed again by the discovery' "$SRC/horovod/runner/elastic/discovery.py" \
+    || fail "the elastic discovery patch no longer applies to discovery.py"
+  # (6) elastic: a worker lost while the new world meets (Gloo's rendezvous after a reset) made the survivors' Gloo
+  # setup throw in Horovod's background thread, uncaught: std::terminate, and the whole job was gone. Catch it, fail
+  # hvd.init() cleanly (and let the next init start afresh), and let hvd.elastic.run's reset meet again without it
+  OPS=$SRC/horovod/common/operations.cc
+  CAUGHT='catch (const std::exception\& ex) { LOG(ERROR) << "Horovod could not be initialized: " << ex.what(); state.process_set_table.Get(0).Finalize(SHUT_DOWN_ERROR); global_gloo_context.Finalize(); state.initialization_failed = true; return; }'
+  sed -i -e "s|^    global_gloo_context.Initialize(ParseGlooIface());\$|    try { global_gloo_context.Initialize(ParseGlooIface()); } $CAUGHT|" \
+    -e "s|^    state.process_set_table.Initialize(global_gloo_context);\$|    try { state.process_set_table.Initialize(global_gloo_context); } $CAUGHT|" \
+    -e 's|^    horovod_global.initialization_done = false;$|& horovod_global.initialization_failed = false;|' "$OPS"
+  sed -i 's|^    init()$|    for attempt in range(3):  # hvd_mlp: init fails when a worker is lost as the new world meets: meet again\
+        try:\
+            return init()\
+        except ValueError:\
+            if attempt == 2:\
+                raise\
+            shutdown()|' "$SRC/horovod/torch/elastic/__init__.py"
+  [ "$(grep -c 'Horovod could not be initialized: " << ex.what(); state.process_set_table.Get(0)' "$OPS")" = 2 ] \
+    && [ "$(grep -c 'initialization_failed = false;' "$OPS")" = 2 ] \
+    && grep -q 'meet again' "$SRC/horovod/torch/elastic/__init__.py" \
+    || fail "the elastic init patch no longer applies to operations.cc or torch/elastic/__init__.py"
   export CMAKE_POLICY_VERSION_MINIMUM=3.5                    # CMake >= 4 rejects the bundled gloo's old minimum
   export CXXFLAGS="${CXXFLAGS:-} -include cstdint -include string"  # GCC >= 13 no longer includes these transitively
   export HOROVOD_WITH_PYTORCH=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITH_GLOO=1

@@ -1,7 +1,8 @@
 """Test hosts on this machine: network namespaces on a private bridge, each with its own hostname and sshd.
 
     with Cluster(2, workdir) as cluster:
-        cluster.run_on(0, ["horovodrun", ...])   # the launcher runs on node1
+        cluster.run_on(0, ["horovodrun", ...])   # the launcher runs on node1 (start_on: without waiting)
+        cluster.lose(1); cluster.bring_back(1)   # node2 gone (every process, sshd too), then its sshd again
 
 Layout: namespace <prefix>sw holds a bridge; each node namespace <prefix>nK holds one end of a veth pair (named
 hvd0, address 10.199.77.K/24), the other end on the bridge. Nothing is added to the machine's own network
@@ -94,17 +95,22 @@ class Cluster:
             fh.write(f"Host *\n  IdentityFile {self.key}\n  UserKnownHostsFile /dev/null\n"
                      "  StrictHostKeyChecking no\n  LogLevel ERROR\n")
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
-        for k, (ns, addr, host) in enumerate(zip(self.names, self.addresses, self.hostnames), 1):
+        for k, addr in enumerate(self.addresses, 1):
             host_key = os.path.join(self.dir, f"host_key{k}")
             sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key)
-            config = os.path.join(self.dir, f"sshd{k}.conf")
-            pid_file = os.path.join(self.dir, f"sshd{k}.pid")
-            with open(config, "w") as fh:
-                fh.write(f"ListenAddress {addr}\nPort 22\nHostKey {host_key}\nPidFile {pid_file}\n"
+            with open(os.path.join(self.dir, f"sshd{k}.conf"), "w") as fh:
+                fh.write(f"ListenAddress {addr}\nPort 22\nHostKey {host_key}\nPidFile {self.dir}/sshd{k}.pid\n"
                          f"AuthorizedKeysFile {self.dir}/authorized_keys\nPermitRootLogin prohibit-password\n"
                          "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
                          "AcceptEnv *\nPermitUserEnvironment no\n")
-            self.daemon(ns, host, [SSHD, "-f", config], pid_file)
+            self._start_sshd(k - 1)
+
+    def _start_sshd(self, node: int) -> int:
+        """Start node's sshd from its config (written by _ssh); its pid."""
+        config, pid_file = os.path.join(self.dir, f"sshd{node + 1}.conf"), os.path.join(self.dir, f"sshd{node + 1}.pid")
+        if os.path.exists(pid_file):
+            os.remove(pid_file)  # a lost host's: daemon() waits for the new one
+        return self.daemon(self.names[node], self.hostnames[node], [SSHD, "-f", config], pid_file)
 
     def daemon(self, ns: str, hostname: str, cmd: list, pid_file: str, timeout=10) -> int:
         """Start a self-daemonising server on a host (_on_host): everything it starts (an ssh session, a Slurm
@@ -141,6 +147,27 @@ class Cluster:
         return subprocess.run(self._on_host(self.names[node], self.hostnames[node], cmd),
                               capture_output=True, text=True, timeout=timeout, env=env)
 
+    def start_on(self, node: int, cmd: list, log, env=None) -> subprocess.Popen:
+        """run_on without waiting: output to the open file `log`."""
+        return subprocess.Popen(self._on_host(self.names[node], self.hostnames[node], cmd),
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def lose(self, node: int):
+        """The host is gone: every process in its namespace killed, its sshd included."""
+        self._kill_all(self.names[node])
+
+    def bring_back(self, node: int):
+        """The host is back: its sshd answers again."""
+        self._start_sshd(node)
+
+    @staticmethod
+    def _kill_all(ns: str):
+        for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
     # ------------------------------------------------------------------------------------------- tear down
     def close(self):
         for pid in self.daemon_pids:
@@ -149,12 +176,7 @@ class Cluster:
             except ProcessLookupError:
                 pass
         for ns in [*self.names, self.switch]:  # anything still running in a namespace (a hung worker) goes too
-            pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
+            self._kill_all(ns)
         for ns in [*self.names, self.switch]:
             sh("ip", "netns", "del", ns, check=False)
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)

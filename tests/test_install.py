@@ -27,6 +27,17 @@ def test_allreduce_and_broadcast_under_horovodrun(controller):
     assert lines == [("0", controller), ("1", controller)], proc.stdout
 
 
+def test_horovod_carries_the_elastic_patches():
+    """Patches 5 and 6 of scripts/install.sh (docs/install.md): without them an elastic job does not grow back."""
+    import inspect
+
+    import horovod.runner.elastic.discovery as discovery
+    import horovod.torch.elastic as torch_elastic
+    why = "this venv's Horovod lacks install.sh's patch {}: run scripts/install.sh (its wheel cache key changed)"
+    assert "whitelist host listed again by the discovery" in inspect.getsource(discovery), why.format(5)
+    assert "meet again" in inspect.getsource(torch_elastic), why.format(6)
+
+
 # ---------------------------------------------------------------- install.sh's own flags: offline, system torch, GPU
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTALL = os.path.join(REPO, "scripts", "install.sh")

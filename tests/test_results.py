@@ -77,3 +77,13 @@ def test_read_finished_needs_an_epoch(tmp_path):
     with pytest.raises(UserError, match="holds no finished epoch"):
         results.read_finished(str(tmp_path))
     assert results.steady([]) == [] and results.steady([1]) == [1] and results.steady([1, 2, 3]) == [2, 3]
+
+
+def test_world_changes_of_older_files_read_with_the_new_fields_empty(tmp_path):
+    raw = results.to_dict(record([epoch(1)]))
+    raw["world_changes"] = [{"epoch": 1, "samples_done": 0, "size": 2, "hosts": ["a", "b"], "unix_us": 5},
+                            {"epoch": 2, "samples_done": 640, "size": 1, "hosts": ["a"], "unix_us": 9}]
+    (tmp_path / "results.json").write_text(json.dumps(raw))
+    change = results.read(str(tmp_path)).world_changes[1]
+    assert (change.size, change.previous_size, change.lost_hosts, change.step, change.rolled_back_steps) == \
+        (1, 0, [], 0, 0)

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import horovodrun, python_module
-from hvd_mlp.train import learning_rate
+from hvd_mlp import results
+from hvd_mlp.train import learning_rate, world_line
 
 QUICK = ["--dataset", "synthetic", "--synthetic-size", "4000", "--batch-size", "64", "--hidden", "128,64",
          "--log-every", "0"]
@@ -190,3 +191,13 @@ def test_truncated_mnist_file_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"hvd_mlp.train: error: MNIST file {path} is truncated or corrupt: 984 bytes of " \
                                   "data, header says 15680"
+
+
+def test_world_line_tells_the_change():
+    lost = results.WorldChange(epoch=3, samples_done=5248, size=1, hosts=["node1"], unix_us=0, previous_size=2,
+                               lost_hosts=["node2"], step=48, rolled_back_steps=7)
+    assert world_line(lost) == "world: 2 -> 1 ranks (lost host node2) at epoch 3, step 48; rolled back to the " \
+                               "commit 7 steps earlier"
+    grown = results.WorldChange(epoch=5, samples_done=0, size=4, hosts=["a", "b", "b", "c"], unix_us=0,
+                                previous_size=2, lost_hosts=["x"], added_hosts=["b", "b", "c"], step=0)
+    assert world_line(grown) == "world: 2 -> 4 ranks (lost host x; added hosts b, c) at epoch 5, step 0"

@@ -275,30 +275,45 @@ def summarize(path: str, epochs=None, top: int = 10) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------- repair
+def repaired(src: str, issues: list, counts: dict):
+    """The file's events as a valid trace needs them: orphan ends dropped, spans still open closed at the last
+    moment. `counts` gets "orphans" and "closed" (repair and merge write what this yields)."""
+    stacks, last_ts = {}, 0
+    counts.update(orphans=0, closed=0)
+    for ev in iter_events(src, issues):
+        if ev["ph"] in ("B", "E"):
+            stack = stacks.setdefault(ev.get("pid"), [])
+            if ev["ph"] == "B":
+                stack.append(ev.get("tid", 0))
+            elif stack:
+                stack.pop()
+            else:
+                counts["orphans"] += 1
+                continue
+        last_ts = max(last_ts, ev.get("ts", 0))
+        yield ev
+    for pid, stack in stacks.items():
+        for tid in reversed(stack):
+            counts["closed"] += 1
+            yield {"ph": "E", "pid": pid, "tid": tid, "ts": last_ts}
+
+
+def write_trace(out, events) -> int:
+    """Write events as one JSON array to an open text file; returns how many."""
+    out.write("[\n")
+    count = 0
+    for ev in events:
+        out.write((",\n" if count else "") + json.dumps(ev, separators=(",", ":")))
+        count += 1
+    out.write("\n]\n")
+    return count
+
+
 def repair(src: str, dst: str) -> dict:
     """Write a valid JSON trace: orphan ends dropped, open spans closed at the last moment, the array closed."""
-    issues, stacks, counts, last_ts = [], {}, {"events": 0, "orphans": 0, "closed": 0}, 0
+    issues, counts = [], {}
     with atomic_file(dst, "w") as out:
-        out.write("[\n")
-        first = True
-        for ev in iter_events(src, issues):
-            if ev["ph"] in ("B", "E"):
-                stack = stacks.setdefault(ev.get("pid"), [])
-                if ev["ph"] == "B":
-                    stack.append(ev.get("tid", 0))
-                elif stack:
-                    stack.pop()
-                else:
-                    counts["orphans"] += 1
-                    continue
-            last_ts = max(last_ts, ev.get("ts", 0))
-            out.write(("" if first else ",\n") + json.dumps(ev, separators=(",", ":")))
-            first, counts["events"] = False, counts["events"] + 1
-        for pid, stack in stacks.items():
-            for tid in reversed(stack):
-                out.write(",\n" + json.dumps({"ph": "E", "pid": pid, "tid": tid, "ts": last_ts}))
-                counts["closed"] += 1
-        out.write("\n]\n")
+        counts["events"] = write_trace(out, repaired(src, issues, counts)) - counts["closed"]  # the file's own
     counts["warnings"] = issues
     return counts
 

@@ -5,7 +5,7 @@ The one place that turns timeline figures into a run's per-epoch figures. The tr
 """
 import os
 
-from hvd_mlp import results, timeline
+from hvd_mlp import results, stragglers, timeline
 from hvd_mlp.errors import UserError
 
 FULL_FILE = "timeline.json"  # full mode: the whole run in one file
@@ -88,5 +88,5 @@ def format_epochs(epochs: list, source: str) -> str:
                      + " ".join(f"{getattr(c, k + '_us') / 1e3:>13.1f}" for k in timeline.CLASSES)
                      + f" {c.allreduce_bytes / 1e6:>8.1f} {c.bandwidth_MBps:>7.0f} {100 * c.comm_share:>6.1f}%"
                      f" {c.exposed_s:>9.3f} {c.overlapped_s:>9.3f}")
-    lines += [f"epoch {e.epoch}{comm_text(e)}" for e in epochs]
+    lines += [f"epoch {e.epoch}{comm_text(e)}{stragglers.straggler_text(e)}" for e in epochs]  # as training prints
     return "\n".join(lines)

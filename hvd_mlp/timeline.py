@@ -352,11 +352,14 @@ def main(argv=None):
               f"{counts['closed']} open spans closed")
         return
     if args.results or os.path.isdir(args.timeline):
-        from hvd_mlp import epochcomm, results  # they build on this module
+        from hvd_mlp import epochcomm, results, stragglers  # they build on this module
         run, file = (args.results, args.timeline) if args.results else (args.timeline, "")
         epochs, source = epochcomm.run_comm(run, file)
+        run_dir = run if os.path.isdir(run) else os.path.dirname(run)
+        ranked = stragglers.attach_run(run_dir, epochs, source if os.path.isfile(source) else "")  # full: its file
         print(json.dumps([results.to_dict(e) for e in epochs], indent=1) if args.json else
-              epochcomm.format_epochs(epochs, source), flush=True)
+              (stragglers.format_ranks(epochs) + "\n" if ranked else "") + epochcomm.format_epochs(epochs, source),
+              flush=True)
         return
     report = summarize(args.timeline, top=args.top)
     print(json.dumps(report, indent=1) if args.json else format_report(report), flush=True)

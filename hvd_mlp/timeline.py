@@ -2,6 +2,7 @@
 
     python -m hvd_mlp.timeline summarize TIMELINE [--results results.json] [--json] [--top K]
     python -m hvd_mlp.timeline repair IN OUT
+    python -m hvd_mlp.timeline merge RUN_DIR OUT          (tracemerge.py: every rank's steps beside the tensors)
 
 The file is read in chunks (memory bounded whatever its size). Each tensor is a trace "process"; its B/E spans
 nest NEGOTIATE_* -> op (ALLREDUCE, ...) -> activities (QUEUE, MEMCPY_*, MPI_/GLOO_/NCCL_ALLREDUCE). Fused tensors
@@ -344,7 +345,21 @@ def main(argv=None):
     r = sub.add_parser("repair", help="write a valid JSON trace that Perfetto and Chrome load")
     r.add_argument("input")
     r.add_argument("output")
+    m = sub.add_parser("merge", help="one trace of a run: every rank's step phases on rank 0's clock beside "
+                                     "Horovod's tensors (Perfetto, Chrome)")
+    m.add_argument("run_dir", metavar="RUN_DIR", help="a run trained with --timeline-mode window or full")
+    m.add_argument("output", metavar="OUT", help="the merged trace to write (JSON)")
     args = parser.parse_args(argv)
+    if args.command == "merge":
+        from hvd_mlp import tracemerge  # it builds on this module
+        if not os.path.isdir(args.run_dir):
+            raise UserError(f"{args.run_dir} is not a run directory")
+        counts = tracemerge.merge(args.run_dir, args.output)
+        warn(counts.pop("warnings"))
+        print(f"wrote {args.output}: {counts['events']:,} events; {counts['ranks']} ranks, {counts['steps']:,} "
+              f"traced steps on rank 0's clock (+-{counts['error_us']:.0f} us) beside {counts['files']} Horovod "
+              f"timeline file(s); {counts['orphans']} orphan ends dropped, {counts['closed']} open spans closed")
+        return
     if args.command == "repair":
         counts = repair(args.input, args.output)
         warn(counts.pop("warnings"))

@@ -4,7 +4,8 @@
 
 For each run: <name>-training.png (loss and accuracy per epoch), <name>-time.png (per-epoch compute, exposed
 communication and other time, with the timeline's communication in flight), <name>-comm.png (allreduce bytes and
-bandwidth per epoch; needs a timeline). For several runs also scaling.png: samples/s and speedup against world
+bandwidth per epoch; needs a timeline), <name>-ranks.png (per rank and epoch: compute, waiting for a later rank, the
+transfer, other; the straggler marked; needs a timeline and 2+ ranks). For several runs also scaling.png: samples/s and speedup against world
 size with the ideal line, parallel efficiency, and communication share, MPI and Gloo side by side.
 """
 import os
@@ -19,7 +20,8 @@ from hvd_mlp import results  # noqa: E402
 from hvd_mlp.errors import ArgumentParser, UserError, command_line  # noqa: E402
 from hvd_mlp.storage import atomic_file  # noqa: E402
 
-COLORS = {"compute": "#4C72B0", "exposed": "#DD8452", "other": "#BBBBBB", "mpi": "#4C72B0", "gloo": "#C44E52"}
+COLORS = {"compute": "#4C72B0", "exposed": "#DD8452", "other": "#BBBBBB", "mpi": "#4C72B0", "gloo": "#C44E52",
+          "peers": "#C44E52"}
 
 
 def load_run(run_dir: str) -> dict:
@@ -95,6 +97,37 @@ def plot_comm(res: dict, path: str):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title(res) + (" — window scaled to epoch" if "scaled_from_steps" in ep[0]["comm"] else ""))
+    return save_figure(fig, path)
+
+
+def plot_ranks(res: dict, path: str):
+    """Per epoch, a bar per rank: compute, waiting for a later rank, the transfer, other; the straggler marked."""
+    ep = [e for e in res["epochs"] if e.get("ranks")]
+    if not ep:
+        return None  # no timeline, or one rank
+    size, width = len(ep[0]["ranks"]), 0.8 / len(ep[0]["ranks"])
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    for i, e in enumerate(ep):
+        for r in e["ranks"]:
+            x = i + (r["rank"] - (size - 1) / 2) * width
+            parts = ((r["compute_s"], "compute", "compute (forward, backward, optimizer)"),
+                     (r["peer_wait_s"], "peers", "waiting for a later rank's hand-over"),
+                     (r["wait_s"] - r["peer_wait_s"], "exposed", "waiting for the transfer"),
+                     (r["other_s"], "other", "other (between steps)"))
+            bottom = 0.0
+            for value, color, label in parts:
+                ax.bar(x, value, width * 0.9, bottom=bottom, color=COLORS[color], label=label if i == 0 and
+                       r["rank"] == 0 else None)
+                bottom += value
+            s = e.get("straggler") or {}
+            if s.get("rank") == r["rank"] and s.get("confidence") in ("high", "low"):
+                ax.annotate(f"straggler\n({s['confidence']})", (x, bottom), ha="center", va="bottom", fontsize=7,
+                            fontweight="bold" if s["confidence"] == "high" else "normal")
+    ax.set_xticks(range(len(ep)), [f"epoch {e['epoch']}\nranks 0..{size - 1}" for e in ep])
+    ax.set(ylabel="seconds (scaled to the epoch)", title=f"per rank — {title(res)}")
+    ax.set_ylim(0, 1.2 * max(r["compute_s"] + r["wait_s"] + r["other_s"] for e in ep for r in e["ranks"]))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
 
 
@@ -176,6 +209,7 @@ def make_report(run_dirs: list, out: str) -> tuple:
         written.append(plot_training(res, os.path.join(out, f"{res['name']}-training.png")))
         written.append(plot_time(res, os.path.join(out, f"{res['name']}-time.png")))
         written.append(plot_comm(res, os.path.join(out, f"{res['name']}-comm.png")))
+        written.append(plot_ranks(res, os.path.join(out, f"{res['name']}-ranks.png")))
     rows = scaling_rows(runs) if len(runs) > 1 else []
     if rows:
         written.append(plot_scaling(rows, os.path.join(out, "scaling.png")))

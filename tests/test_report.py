@@ -32,7 +32,7 @@ def test_report_writes_valid_pngs(two_runs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "fig").iterdir())
     assert names == sorted([f"np{n}-mpi-{kind}.png" for n in (1, 2) for kind in ("training", "time", "comm")]
-                           + ["scaling.png"])
+                           + ["np2-mpi-ranks.png", "scaling.png"])  # one rank has no per-rank figure
     for png in (tmp_path / "fig").iterdir():
         data = png.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 20_000, png  # a real figure, not an empty canvas

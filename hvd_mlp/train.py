@@ -194,10 +194,10 @@ def train_step(model, optimizer, micro_batches: list, adasum: bool) -> tuple:
         # backward hooks start each gradient's allreduce as soon as it is ready (overlap); with accumulation the
         # mean over the micro-batches is the gradient of their union
         (loss / len(micro_batches)).backward()
+        t_wait = time.perf_counter()  # after the last backward, every gradient hook has handed its tensor over
         loss_sum += loss.detach() * len(yb)  # running sums stay tensors: no host sync per step
         correct += (logits.argmax(1) == yb).sum()
         samples += len(yb)
-    t_wait = time.perf_counter()  # backward has ended: every gradient hook has handed its tensor to Horovod
     if adasum:
         optimizer.step()  # HVD: Adasum combines the ranks' updates inside step(); its wait cannot be split off
         t_step = time.perf_counter()

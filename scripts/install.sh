@@ -43,7 +43,7 @@ run() {
 
 # ---------------------------------------------------------------- 1. system packages (Open MPI, compiler, cmake)
 STEP="system packages"
-DEBS=(openmpi-bin libopenmpi-dev g++ make cmake openssh-client openssh-server iproute2)
+DEBS=(openmpi-bin libopenmpi-dev g++ make cmake openssh-client openssh-server iproute2 faketime)
 missing=()
 for deb in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" || missing+=("$deb")

@@ -40,8 +40,10 @@ def namespaces_usable() -> str:
 
 
 class Cluster:
-    def __init__(self, nodes: int, workdir):
-        self.n, self.dir = nodes, str(workdir)
+    def __init__(self, nodes: int, workdir, session_env=None):
+        """session_env: {node index: {NAME: value}}, set by that node's sshd for everything started over ssh there
+        (e.g. libfaketime: a host whose clock is off)."""
+        self.n, self.dir, self.session_env = nodes, str(workdir), session_env or {}
         self.prefix = f"hvd{os.getpid() % 100000}"
         self.switch = f"{self.prefix}sw"
         self.names = [f"{self.prefix}n{k}" for k in range(1, nodes + 1)]
@@ -100,6 +102,9 @@ class Cluster:
                          f"AuthorizedKeysFile {self.dir}/authorized_keys\nPermitRootLogin prohibit-password\n"
                          "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
                          "AcceptEnv *\nPermitUserEnvironment no\n")
+                env = self.session_env.get(k - 1)
+                if env:
+                    fh.write("SetEnv " + " ".join(f"{name}={value}" for name, value in env.items()) + "\n")
             # its own UTS namespace: hostname nodeK for everything started through this sshd
             sh("ip", "netns", "exec", ns, "unshare", "--uts", "sh", "-c", f"hostname {host} && exec {SSHD} -f {config}")
             self.sshd_pids.append(self._wait_for_pid(pid_file))

@@ -100,7 +100,7 @@ def file_name(epoch: int, rank: int, host: str) -> str:
 def write(run_dir: str, payload: dict) -> str:
     os.makedirs(run_dir, exist_ok=True)  # a host without the shared file system: the files stay on it
     path = os.path.join(run_dir, file_name(payload["epoch"], payload["rank"], payload["host"]))
-    write_json(path, payload)
+    write_json(path, payload, durable=False)  # atomic, not fsynced: an fsync cost rank 0 ~55 ms an epoch here
     return path
 
 

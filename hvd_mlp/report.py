@@ -5,8 +5,9 @@
 For each run: <name>-training.png (loss and accuracy per epoch), <name>-time.png (per-epoch compute, exposed
 communication and other time, with the timeline's communication in flight), <name>-comm.png (allreduce bytes and
 bandwidth per epoch; needs a timeline), <name>-ranks.png (per rank and epoch: compute, waiting for a later rank, the
-transfer, other; the straggler marked; needs a timeline and 2+ ranks). For several runs also scaling.png: samples/s and speedup against world
-size with the ideal line, parallel efficiency, and communication share, MPI and Gloo side by side.
+transfer, other; the straggler marked; needs a timeline and 2+ ranks). For several runs also scaling.png: samples/s
+and speedup against world size with the ideal line, parallel efficiency, and communication share, MPI and Gloo side
+by side.
 """
 import os
 from collections import defaultdict

@@ -15,10 +15,12 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 SUBNET = "10.199.77"
 SSHD = "/usr/sbin/sshd"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sh(*cmd, check=True, **kw):
@@ -136,6 +138,15 @@ class Cluster:
                                "--propagation", "private", "sh", "-c", script],
                               capture_output=True, text=True, timeout=timeout, env=env)
 
+    def train(self, controller: str, out, timeout: int = 300):
+        """2 epochs of a small synthetic set across the nodes, the timeline window on: scripts/launch.sh on node1
+        with this cluster's hostfile, as a user would launch it."""
+        return self.run_on(0, [
+            f"{REPO}/scripts/launch.sh", "-np", str(self.n), "--hostfile", self.hostfile(), f"--{controller}",
+            "--nic", "hvd0", "--start-timeout", "60", "--",
+            "--dataset", "synthetic", "--synthetic-size", "4000", "--epochs", "2", "--log-every", "0",
+            "--timeline-mode", "window", "--timeline-steps", "10", "--output-dir", out], timeout, launcher_env())
+
     # ------------------------------------------------------------------------------------------- tear down
     def close(self):
         for pid in self.sshd_pids:
@@ -153,3 +164,10 @@ class Cluster:
         for ns in [*self.names, self.switch]:
             sh("ip", "netns", "del", ns, check=False)
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+
+
+def launcher_env() -> dict:
+    """This environment for scripts/launch.sh: the test's venv first, no Horovod or Open MPI settings of its own."""
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_"))}
+    return {**env, "HVD_MLP_VENV": venv, "PATH": f"{venv}/bin:{env['PATH']}"}

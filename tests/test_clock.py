@@ -9,15 +9,12 @@ check uses the stamps that are sure bounds.) Left uncorrected, rank 1 would sit 
 """
 import glob
 import json
-import os
-import sys
 
 import pytest
 
 from netns import Cluster, namespaces_usable
 from hvd_mlp import tracemerge
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKETIME = (glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + [""])[0]
 OFFSET_US = 2_000_000
 WHY_NOT = namespaces_usable() or ("" if FAKETIME else "needs libfaketime (Debian: faketime; scripts/install.sh)")
@@ -34,14 +31,7 @@ def cluster(tmp_path_factory):
 @pytest.mark.parametrize("controller", ["mpi", "gloo"])
 def test_merged_trace_lines_up_a_host_whose_clock_is_2s_off(cluster, controller, tmp_path):
     out = tmp_path / "run"
-    venv = os.path.dirname(os.path.dirname(sys.executable))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_"))}
-    env.update(HVD_MLP_VENV=venv, PATH=f"{venv}/bin:{env['PATH']}")
-    proc = cluster.run_on(0, [
-        f"{REPO}/scripts/launch.sh", "-np", "2", "--hostfile", cluster.hostfile(), f"--{controller}",
-        "--nic", "hvd0", "--start-timeout", "60", "--",
-        "--dataset", "synthetic", "--synthetic-size", "4000", "--epochs", "2", "--log-every", "0",
-        "--timeline-mode", "window", "--timeline-steps", "10", "--output-dir", out], timeout=300, env=env)
+    proc = cluster.train(controller, out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     assert res["world"]["hosts"] == ["node1", "node2"]

@@ -3,15 +3,12 @@
 horovodrun runs on node1 and reaches every node over ssh through scripts/launch.sh and a hostfile of addresses.
 """
 import json
-import os
-import sys
 import time
 
 import pytest
 
-from netns import Cluster, namespaces_usable
+from netns import REPO, Cluster, launcher_env, namespaces_usable
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHY_NOT = namespaces_usable()
 pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "namespaces usable")
 
@@ -25,14 +22,7 @@ def cluster(tmp_path_factory):
 @pytest.mark.parametrize("controller", ["mpi", "gloo"])
 def test_training_across_two_hosts(cluster, controller, tmp_path):
     out = tmp_path / "run"
-    venv = os.path.dirname(os.path.dirname(sys.executable))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_"))}
-    env.update(HVD_MLP_VENV=venv, PATH=f"{venv}/bin:{env['PATH']}")
-    proc = cluster.run_on(0, [
-        f"{REPO}/scripts/launch.sh", "-np", "2", "--hostfile", cluster.hostfile(), f"--{controller}",
-        "--nic", "hvd0", "--start-timeout", "60", "--",
-        "--dataset", "synthetic", "--synthetic-size", "4000", "--epochs", "2", "--log-every", "0",
-        "--timeline-mode", "window", "--timeline-steps", "10", "--output-dir", out], timeout=300, env=env)
+    proc = cluster.train(controller, out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "+ " in proc.stderr and "horovodrun -np 2 --hostfile" in proc.stderr  # the launcher shows its command
     res = json.loads((out / "results.json").read_text())
@@ -47,13 +37,10 @@ def test_training_across_two_hosts(cluster, controller, tmp_path):
 def test_unreachable_host_fails_clearly_within_the_start_timeout(cluster, tmp_path):
     hosts = tmp_path / "hosts"
     hosts.write_text(f"{cluster.addresses[0]} slots=1\n10.199.77.9 slots=1\n")  # .9: no such node on the bridge
-    venv = os.path.dirname(os.path.dirname(sys.executable))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_"))}
-    env.update(HVD_MLP_VENV=venv, PATH=f"{venv}/bin:{env['PATH']}")
     started = time.time()
     proc = cluster.run_on(0, [f"{REPO}/scripts/launch.sh", "-np", "2", "--hostfile", hosts, "--gloo",
                               "--start-timeout", "20", "--", "--dataset", "synthetic", "--epochs", "1"],
-                          timeout=120, env=env)
+                          timeout=120, env=launcher_env())
     elapsed = time.time() - started
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "launch.sh: error: cannot reach 10.199.77.9 over ssh within 20 s: " \

@@ -10,7 +10,7 @@ import pytest
 from cgroups import CpuGroup, cgroups_usable, launch_in_groups
 from conftest import horovodrun, python_module
 from hvd_mlp import results, steptrace, stragglers
-from test_timeline import ORIGIN, horovod_text, meta
+from test_timeline import ORIGIN, horovod_text
 
 US = 1_000.0  # a millisecond in microseconds
 
@@ -168,7 +168,8 @@ def test_a_rank_slowed_from_outside_is_named(tmp_path, controller, mode):
     if mode == "full":  # the first steps of the run miss Horovod's response cache: their ready ticks are used
         assert json.loads(cli.stdout)[0]["straggler"]["tick_steps"] > 0
     text = subprocess.run(python_module("hvd_mlp.timeline", "summarize", out), capture_output=True, text=True)
-    assert re.search(r"epoch 3 \| comm .* \| straggler rank 1 .*rank 1 computes slower", text.stdout), text.stdout[-2000:]
+    assert re.search(r"epoch 3 \| comm .* \| straggler rank 1 .*rank 1 computes slower", text.stdout), \
+        text.stdout[-2000:]
     assert re.search(r"epoch 3 per rank \(.*straggler rank 1: high confidence", text.stdout)
 
 

@@ -111,7 +111,7 @@ def analyse(traces: list, epoch_steps: int, ticks=()) -> tuple:
     transfer_s = sum(r.wait_s - r.peer_wait_s for r in ranks) / size
     cause, text = _cause(s, confidence, ranks, per_step, transfer_s, sum(per_step[0]) * epoch_steps / 1e6)
     return ranks, results.Straggler(
-        rank=s, host=ranks[s].host, confidence=confidence, last_ready_share=ranks[s].last_ready_share,
+        rank=ranks[s].rank, host=ranks[s].host, confidence=confidence, last_ready_share=ranks[s].last_ready_share,
         p_value=p_value, cost_s=cost[s] * scale / 1e6, transfer_wait_s=transfer_s, cause=cause, cause_text=text,
         steps=n, tick_steps=sum(step in ticked for step in common), clock_error_us=max(errors))
 
@@ -128,13 +128,13 @@ def _cause(s: int, confidence: str, ranks: list, per_step: list, transfer_s: flo
     """(cause, its text): the straggler computes slower / starts its steps late, or the transfer is slow for all."""
     if confidence != "none":
         others = [per_step[r] for r in range(len(ranks)) if r != s]
-        lag_us = ranks[s].lag_ms * 1e3
+        lag_us, who = ranks[s].lag_ms * 1e3, f"rank {ranks[s].rank}"
         for i, cause, what in ((0, "compute", "computes slower: {} ms a step against {} ms"),
                                (2, "start", "starts its steps late: {} ms between steps against {} ms")):
             mine, theirs = per_step[s][i], statistics.median(o[i] for o in others)
             if mine - theirs >= 0.5 * lag_us:
-                return cause, f"rank {s} " + what.format(f"{mine / 1e3:.2f}", f"{theirs / 1e3:.2f}")
-        return "", f"rank {s} is late, but neither its compute nor its start explains it"
+                return cause, f"{who} " + what.format(f"{mine / 1e3:.2f}", f"{theirs / 1e3:.2f}")
+        return "", f"{who} is late, but neither its compute nor its start explains it"
     if transfer_s >= TRANSFER * epoch_s:
         return "transfer", (f"no slow peer: the waits are the transfer itself, alike on every rank "
                             f"({transfer_s:.2f} s of the epoch)")
@@ -161,11 +161,12 @@ def attach(epoch: results.Epoch, traces: list, tick_file: str = ""):
 
 def attach_run(run_dir: str, epochs: list, full_file: str = "") -> int:
     """Per-rank figures for the epochs (results.Epoch, with their timeline_window's file where windowed) from the
-    step trace files in run_dir; ticks from each window file, or from full_file. Returns the epochs analysed."""
+    step trace files in run_dir, where every rank's is there; ticks from each window file, or from full_file.
+    Returns the epochs analysed."""
     traces, full_ticks, done = steptrace.read_run(run_dir), None, 0
     for e in epochs:
-        if e.epoch not in traces:
-            continue
+        if e.epoch not in traces or len(traces[e.epoch]) < traces[e.epoch][0]["size"]:
+            continue  # a rank's files missing (another host's disk): the figures need every rank
         if e.timeline_window:
             attach(e, traces[e.epoch], e.timeline_window.file)
         else:
@@ -184,7 +185,7 @@ def straggler_text(e: results.Epoch) -> str:
         return ""
     if s.confidence == "none":
         return f" | no straggler (most often last: rank {s.rank}, {100 * s.last_ready_share:.0f}% of steps){_why(s)}"
-    lag = e.ranks[s.rank].lag_ms
+    lag = next(r.lag_ms for r in e.ranks if r.rank == s.rank)
     return (f" | straggler rank {s.rank} ({s.host}, {s.confidence} confidence): last in "
             f"{100 * s.last_ready_share:.0f}% of steps, {lag:.2f} ms late, cost the others {s.cost_s:.2f} s{_why(s)}")
 

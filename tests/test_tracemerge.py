@@ -86,3 +86,17 @@ def test_merge_without_what_it_needs_is_one_line(run_dir, tmp_path, setup, messa
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("hvd_mlp.timeline: error:") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.json").exists()
+
+
+def test_summarize_names_the_slow_rank_only_with_every_ranks_trace(run_dir):
+    def summary():
+        proc = subprocess.run(python_module("hvd_mlp.timeline", "summarize", run_dir, "--json"), capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    assert [(e["straggler"]["rank"], e["straggler"]["host"]) for e in summary()] == [(1, "node2")] * 2
+    for trace in run_dir.glob("steps-epoch2-rank0-*"):
+        trace.unlink()  # left on another host
+    first, second = summary()
+    assert first["straggler"]["rank"] == 1 and second["ranks"] == [] and "straggler" not in second

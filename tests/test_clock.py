@@ -48,7 +48,7 @@ def test_merged_trace_lines_up_a_host_whose_clock_is_2s_off(cluster, controller,
     slices = {(e["pid"] - tracemerge.RANK_PID, e["args"]["epoch"], e["args"]["step"], e["name"]): e
               for e in events if e["ph"] == "X" and e["pid"] >= tracemerge.RANK_PID}
     negotiated = sorted(negotiation_ends(events))
-    checked = 0
+    checked = uncorrected = 0
     for (rank, epoch, step, name), wait in slices.items():
         if rank != 0 or name != "synchronize (wait)":
             continue
@@ -60,10 +60,12 @@ def test_merged_trace_lines_up_a_host_whose_clock_is_2s_off(cluster, controller,
         for r in (0, 1):
             began, waited = slices[(r, epoch, step, "forward+backward")], slices[(r, epoch, step, "synchronize (wait)")]
             assert began["ts"] - bound <= decided <= waited["ts"] + waited["dur"] + bound, (r, epoch, step)
-        raw = slices[(1, epoch, step, "forward+backward")]["ts"] + OFFSET_US  # rank 1 left on its own clock ...
-        assert raw - bound > decided  # ... would start the step after Horovod had every rank's gradients of it
+        began, waited = slices[(1, epoch, step, "forward+backward")], slices[(1, epoch, step, "synchronize (wait)")]
+        if waited["ts"] + waited["dur"] - began["ts"] < OFFSET_US - 2 * bound:  # a step shorter than the offset ...
+            uncorrected += began["ts"] + OFFSET_US - bound > decided  # ... starts after its negotiation ended
         checked += 1
     assert checked >= 15, checked  # 2 epochs x 10 steps, nearly all with their negotiation in the file
+    assert uncorrected >= 10  # left on its own clock, rank 1 breaks the order in every such step
 
 
 def negotiation_ends(events):

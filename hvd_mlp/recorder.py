@@ -1,4 +1,4 @@
-"""Recording Horovod's timeline during training, cheaply by default. Recording only: the analysis is epochcomm's.
+"""Recording Horovod's timeline and every rank's step trace, cheaply by default (analysed by epochcomm, stragglers).
 
 Modes:
 - window: HOROVOD_TIMELINE=DYNAMIC, and every epoch records `window_steps` steps with hvd.start_timeline /

@@ -16,7 +16,10 @@ def atomic_file(path: str, mode: str = "wb", durable: bool = True):
     """A file handle whose content replaces `path` only when the block completes without error. durable=False skips
     the fsyncs: still never torn, but a machine crash may lose it (for diagnostics written on the training's path)."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    except OSError as e:  # no such directory, no permission: the user's to fix
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any file the user writes

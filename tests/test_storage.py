@@ -50,6 +50,11 @@ def test_failed_write_keeps_old_file_and_no_temp(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
+def test_unwritable_place_is_one_user_error(tmp_path):
+    with pytest.raises(UserError, match=f"cannot write {tmp_path}/missing/x.json: No such file or directory"):
+        storage.write_json(str(tmp_path / "missing" / "x.json"), {})
+
+
 class RunsCode:
     def __reduce__(self):
         return (print, ("this ran on load",))

@@ -76,16 +76,17 @@ def test_merge_command_line(run_dir, tmp_path):
     assert "no step trace of rank(s) 1: each rank writes its own on its host" in proc.stderr
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda run: [p.unlink() for p in run.glob("steps-*")], "holds no step traces"),
-    (lambda run: (run / "results.json").unlink(), "holds no results.json"),
+@pytest.mark.parametrize("setup, out, message", [
+    (lambda run: [p.unlink() for p in run.glob("steps-*")], "m.json", "holds no step traces"),
+    (lambda run: (run / "results.json").unlink(), "m.json", "holds no results.json"),
+    (lambda run: None, "missing/m.json", "m.json: No such file or directory"),  # OUT's directory is not there
 ])
-def test_merge_without_what_it_needs_is_one_line(run_dir, tmp_path, setup, message):
+def test_merge_without_what_it_needs_is_one_line(run_dir, tmp_path, setup, out, message):
     setup(run_dir)
-    proc = subprocess.run(python_module("hvd_mlp.timeline", "merge", run_dir, tmp_path / "m.json"),
+    proc = subprocess.run(python_module("hvd_mlp.timeline", "merge", run_dir, tmp_path / out),
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("hvd_mlp.timeline: error:") and message in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.json").exists()
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / out).exists()
 
 
 def test_summarize_names_the_slow_rank_only_with_every_ranks_trace(run_dir):

@@ -1,4 +1,5 @@
-"""Recording Horovod's timeline during training, cheaply by default. Recording only: the analysis is timeline.epochs'.
+"""Recording Horovod's timeline and every rank's step trace, cheaply by default. Recording only: the analysis is
+timeline.epochs' and timeline.stragglers'.
 
 Modes:
 - window: HOROVOD_TIMELINE=DYNAMIC, and every epoch records `window_steps` steps with hvd.start_timeline /
@@ -6,17 +7,25 @@ Modes:
   its throughput (docs/timeline.md).
 - full: HOROVOD_TIMELINE=<run dir>/timeline.json; every event of the run, analysed per epoch after shutdown.
 A user's own `horovodrun --timeline-filename F` (HOROVOD_TIMELINE=F) is honoured as full mode on F.
+
+With the timeline on, every rank also traces its own steps (steptrace.py) over the same steps — the window, or
+every step in full mode — after measuring its clock's offset to rank 0 before each epoch (`measure_clock`).
 """
 import os
+import socket
+import time
 from typing import Optional
 
 import horovod.torch as hvd
+import torch
 
+from hvd_mlp import steptrace
 from hvd_mlp.timeline.epochs import FULL_FILE, window_file
 from hvd_mlp.results import TimelineWindow
 from hvd_mlp.timeline import now_us
 
 SETTLE_STEPS = 5  # the window starts after the first steps of an epoch, once the loop has settled
+CLOCK_ROUNDS = 8  # timed allgathers per clock measurement: the intersection of their bounds tightens with each
 
 
 class TimelineRecorder:
@@ -24,6 +33,7 @@ class TimelineRecorder:
         self.mode, self.run_dir, self.window_steps = mode, run_dir, window_steps
         self.full_file = full_file  # full mode: the one file Horovod writes all run long
         self.recording, self.window = False, None
+        self.trace = None  # this rank's step trace of the current epoch (timeline on)
 
     @classmethod
     def before_init(cls, mode: str, run_dir: str, window_steps: int) -> "TimelineRecorder":
@@ -39,6 +49,10 @@ class TimelineRecorder:
         return cls(mode, run_dir, window_steps)
 
     def begin_epoch(self, epoch: int, steps: int):
+        """Before the epoch's clock starts: measure this rank's clock offset (a collective: every rank)."""
+        if self.mode == "off":
+            return
+        self.trace = steptrace.StepTrace(epoch, measure_clock())
         if self.mode != "window":
             return
         self.first = min(SETTLE_STEPS, max(0, steps - self.window_steps))
@@ -55,6 +69,10 @@ class TimelineRecorder:
         elif step == self.last and self.recording:
             self._stop()
 
+    def after_step(self, step: int, times: steptrace.StepTimes):
+        if self.trace is not None and (self.recording or self.mode == "full"):
+            self.trace.add(step, times)
+
     def _stop(self):
         hvd.stop_timeline()  # HVD
         self.window.end_unix_us = now_us()
@@ -67,3 +85,27 @@ class TimelineRecorder:
         if self.recording:
             self._stop()
         return self.window if hvd.rank() == 0 else None  # HVD: only rank 0 writes the timeline
+
+    def gather_traces(self) -> list:
+        """Every rank's step trace of the epoch, by rank; each rank first writes its own into the run directory."""
+        if self.trace is None:
+            return []
+        mine = self.trace.payload(hvd.rank(), hvd.size(), socket.gethostname())  # HVD
+        steptrace.write(self.run_dir, mine)
+        self.trace = None
+        return hvd.allgather_object(mine, name="steps.traces")  # HVD: one small gather per epoch
+
+
+def measure_clock(rounds: int = CLOCK_ROUNDS) -> steptrace.Clock:
+    """This rank's wall clock against rank 0's (steptrace.offset_interval): `rounds` timed allgathers, then one
+    allgather of everyone's timings, so every rank can work out its own offset and error bound."""
+    timings = []
+    for _ in range(rounds):
+        enter = time.time_ns()
+        hvd.allgather(torch.zeros(1, dtype=torch.int64), name="clock.round")  # HVD
+        timings.append((enter, time.time_ns()))
+    everyone = hvd.allgather(torch.tensor([timings], dtype=torch.int64), name="clock.timings")  # HVD: [size, k, 2]
+    rank0, mine = everyone[0].tolist(), everyone[hvd.rank()].tolist()  # HVD
+    offset_ns, error_ns = steptrace.offset_interval(rank0, mine) if hvd.rank() else (0, 0)  # HVD: 0 is the reference
+    return steptrace.Clock(offset_us=offset_ns / 1e3, error_us=error_ns / 1e3,
+                           measured_unix_us=int(timings[-1][1] - offset_ns) // 1000)

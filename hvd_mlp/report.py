@@ -5,7 +5,8 @@
 For each run: <name>-training.png (loss and accuracy per epoch), <name>-time.png (per-epoch compute, the loop's
 wait in synchronize() and other time, with the timeline's communication in flight), <name>-comm.png (allreduce
 bytes and bandwidth per epoch; needs a timeline, and a run that communicated), <name>-series.png (communication
-in flight and bandwidth over time, from its timeline). <name> is the run directory's name,
+in flight and bandwidth over time, from its timeline), <name>-ranks.png (per rank and epoch: compute, waiting
+for a later rank, the transfer, other; the straggler marked; needs a timeline and 2+ ranks). <name> is the run directory's name,
 with its parents as far as needed to tell the runs apart. For several runs also scaling.png: samples/s against
 world size, speedup and parallel efficiency against a one-rank run of the same controller (when there is one),
 and communication share, MPI and Gloo side by side, and steps.png: each run's average step side by side (the
@@ -27,7 +28,8 @@ from hvd_mlp.storage import atomic_file  # noqa: E402
 from hvd_mlp.timeline import summarize  # noqa: E402
 from hvd_mlp.timeline.epochs import last_timeline  # noqa: E402
 
-COLORS = {"compute": "#4C72B0", "exposed": "#DD8452", "other": "#BBBBBB", "mpi": "#4C72B0", "gloo": "#C44E52"}
+COLORS = {"compute": "#4C72B0", "exposed": "#DD8452", "other": "#BBBBBB", "mpi": "#4C72B0", "gloo": "#C44E52",
+          "peers": "#C44E52"}
 SERIES_BUCKETS = 60  # time buckets of a series figure
 STEP_CLASSES = ("negotiate", "collective", "memcpy")  # the step's communication, as the timeline splits it
 COMM_SOURCES = {"timeline": "in flight (timeline)", "loop wait": "loop's wait in synchronize()"}
@@ -146,6 +148,37 @@ def plot_series(res: dict, path: str):
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title(res)} — {os.path.basename(file)}, {len(series)} buckets of "
                  f"{1e3 * (t[1] - t[0]) if len(t) > 1 else 0:.0f} ms")
+    return save_figure(fig, path)
+
+
+def plot_ranks(res: dict, path: str):
+    """Per epoch, a bar per rank: compute, waiting for a later rank, the transfer, other; the straggler marked."""
+    ep = [e for e in res["epochs"] if e.get("ranks")]
+    if not ep:
+        return None  # no timeline, or one rank
+    size, width = len(ep[0]["ranks"]), 0.8 / len(ep[0]["ranks"])
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    for i, e in enumerate(ep):
+        for r in e["ranks"]:
+            x = i + (r["rank"] - (size - 1) / 2) * width
+            parts = ((r["compute_s"], "compute", "compute (forward, backward, optimizer)"),
+                     (r["peer_wait_s"], "peers", "waiting for a later rank's hand-over"),
+                     (r["wait_s"] - r["peer_wait_s"], "exposed", "waiting for the transfer"),
+                     (r["other_s"], "other", "other (between steps)"))
+            bottom = 0.0
+            for value, color, label in parts:
+                ax.bar(x, value, width * 0.9, bottom=bottom, color=COLORS[color], label=label if i == 0 and
+                       r["rank"] == 0 else None)
+                bottom += value
+            s = e.get("straggler") or {}
+            if s.get("rank") == r["rank"] and s.get("confidence") in ("high", "low"):
+                ax.annotate(f"straggler\n({s['confidence']})", (x, bottom), ha="center", va="bottom", fontsize=7,
+                            fontweight="bold" if s["confidence"] == "high" else "normal")
+    ax.set_xticks(range(len(ep)), [f"epoch {e['epoch']}\nranks 0..{size - 1}" for e in ep])
+    ax.set(ylabel="seconds (scaled to the epoch)", title=f"per rank — {title(res)}")
+    ax.set_ylim(0, 1.2 * max(r["compute_s"] + r["wait_s"] + r["other_s"] for e in ep for r in e["ranks"]))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
 
 
@@ -304,6 +337,7 @@ def make_report(run_dirs: list, out: str) -> tuple:
                 notes.append(f"no {res['name']}-comm.png: " + ("nothing was communicated (one rank)"
                              if res["world"]["size"] == 1 else "no timeline was recorded (--timeline-mode)"))
             written.append(plot_series(res, os.path.join(out, f"{res['name']}-series.png")))
+            written.append(plot_ranks(res, os.path.join(out, f"{res['name']}-ranks.png")))
         rows = scaling_rows(runs) if len(runs) > 1 else []
         if rows:
             written.append(plot_scaling(rows, os.path.join(out, "scaling.png")))

@@ -2,6 +2,7 @@
 
     run_dir/results.json = RunRecord {schema_version, config, parameters, dataset, world, epochs[], world_changes[],
                                       summary}
+    epochs[] = Epoch {..., comm, ranks[] (RankFigures, one per rank), straggler}
 
 Training builds a RunRecord and rewrites the file atomically after every epoch; report, timeline, bench and the tests
 read it back with `read()`, which checks every field's type and names the first bad one in a UserError.
@@ -85,6 +86,40 @@ class Comm:
 
 
 @dataclass
+class RankFigures:
+    """One rank in one epoch, from the per-rank step traces (timeline.stragglers): times scaled from the traced steps to
+    the epoch, lateness of its gradient hand-over behind the first rank's, on rank 0's clock."""
+    rank: int
+    host: str
+    compute_s: float  # forward + backward + optimizer step
+    wait_s: float  # in synchronize()
+    other_s: float  # between its steps (batching, schedule, logging)
+    peer_wait_s: float  # the part of wait_s spent until the last rank had handed its gradients over
+    last_ready_share: float  # share of steps in which this rank handed its gradients over last
+    lag_ms: float  # mean lateness of its hand-over behind the first rank's
+    lag_p95_ms: float
+    clock_offset_us: float = 0.0  # its wall clock minus rank 0's, as measured before the epoch ...
+    clock_error_us: float = 0.0  # ... and the bound on that measurement's error
+
+
+@dataclass
+class Straggler:
+    """The rank that held the others back in an epoch, how sure, what it cost them, and why (timeline.stragglers)."""
+    rank: int  # the rank last to hand its gradients over most often
+    host: str
+    confidence: str  # high | low | none (none: no rank stands out; rank is then only the most often last)
+    last_ready_share: float
+    p_value: float  # chance of a share this high if every rank were equally likely to be last
+    cost_s: float  # the others' waits attributable to it (until it handed over), scaled to the epoch
+    transfer_wait_s: float  # the ranks' mean wait after the last hand-over: the transfer, slow for everyone alike
+    cause: str  # compute | start | transfer | "" (no clear cause)
+    cause_text: str
+    steps: int  # steps analysed (traced on every rank)
+    tick_steps: int = 0  # of which the hand-over order came from Horovod's own ready ticks ...
+    clock_error_us: float = 0.0  # ... the others from the step traces, aligned to rank 0's clock within this
+
+
+@dataclass
 class Epoch:
     epoch: int
     start_unix_us: int
@@ -106,6 +141,8 @@ class Epoch:
     timeline_window: typing.Optional[TimelineWindow] = None
     comm: typing.Optional[Comm] = None
     comm_error: typing.Optional[str] = None  # why the timeline gave no figures for this epoch
+    ranks: list[RankFigures] = field(default_factory=list)  # with the timeline on: every rank's figures
+    straggler: typing.Optional[Straggler] = None
 
 
 @dataclass

@@ -12,10 +12,14 @@ from hvd_mlp.errors import UserError
 
 
 @contextlib.contextmanager
-def atomic_file(path: str, mode: str = "wb"):
-    """A file handle whose content replaces `path` only when the block completes without error."""
+def atomic_file(path: str, mode: str = "wb", durable: bool = True):
+    """A file handle whose content replaces `path` only when the block completes without error. durable=False skips
+    the fsyncs: still never torn, but a machine crash may lose it (for diagnostics written on the training's path)."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    except OSError as e:  # no such directory, no permission: the user's to fix
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any file the user writes
@@ -23,11 +27,14 @@ def atomic_file(path: str, mode: str = "wb"):
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(directory, os.O_RDONLY)  # make the rename itself durable
     try:
         os.fsync(dir_fd)
@@ -35,8 +42,8 @@ def atomic_file(path: str, mode: str = "wb"):
         os.close(dir_fd)
 
 
-def write_json(path: str, obj):
-    with atomic_file(path, "w") as fh:
+def write_json(path: str, obj, durable: bool = True):
+    with atomic_file(path, "w", durable) as fh:
         json.dump(obj, fh, indent=1)
 
 

@@ -28,7 +28,8 @@ from hvd_mlp.config import Config, parse_args, to_dict
 from hvd_mlp.errors import UserError, command_line, exit_with, launch_rank
 from hvd_mlp.model import MLP, parameter_count, training_bytes
 from hvd_mlp.recorder import TimelineRecorder
-from hvd_mlp.timeline import TimelineError, epochs as epochcomm, now_us
+from hvd_mlp.steptrace import StepTimes
+from hvd_mlp.timeline import TimelineError, epochs as epochcomm, now_us, stragglers
 
 
 def learning_rate(cfg, size: int, progress: float) -> float:
@@ -219,7 +220,8 @@ def world_line(c: results.WorldChange) -> str:
 def train_step(model, optimizer, micro_batches: list, adasum: bool) -> tuple:
     """One optimizer step over [(x, y)] micro-batches: more than one with --backward-passes-per-step, whose
     gradients add up locally; Horovod allreduces once, after the last backward.
-    Returns (loss sum, correct count, samples, compute seconds, seconds waiting for the allreduce)."""
+    Returns (loss sum, correct count, samples, StepTimes: when it started, handed its gradients over, had them
+    back, and ended)."""
     t_compute = time.perf_counter()
     optimizer.zero_grad()  # torch >= 2 sets grads to None: no memset per step
     loss_sum, correct, samples = 0.0, 0, 0
@@ -229,10 +231,10 @@ def train_step(model, optimizer, micro_batches: list, adasum: bool) -> tuple:
         # backward hooks start each gradient's allreduce as soon as it is ready (overlap); with accumulation the
         # mean over the micro-batches is the gradient of their union
         (loss / len(micro_batches)).backward()
+        t_wait = time.perf_counter()  # after the last backward, every gradient hook has handed its tensor over
         loss_sum += loss.detach() * len(yb)  # running sums stay tensors: no host sync per step
         correct += (logits.argmax(1) == yb).sum()
         samples += len(yb)
-    t_wait = time.perf_counter()
     if adasum:
         optimizer.step()  # HVD: Adasum combines the ranks' updates inside step(); its wait cannot be split off
         t_step = time.perf_counter()
@@ -241,7 +243,7 @@ def train_step(model, optimizer, micro_batches: list, adasum: bool) -> tuple:
         t_step = time.perf_counter()
         with optimizer.skip_synchronize():  # HVD: already synchronised above
             optimizer.step()
-    return loss_sum, correct, samples, (t_wait - t_compute) + (time.perf_counter() - t_step), t_step - t_wait
+    return loss_sum, correct, samples, StepTimes(t_compute, t_wait, t_step, time.perf_counter())
 
 
 def evaluate(model, x, y) -> tuple:
@@ -290,10 +292,10 @@ def train_epochs(state, run: Run):
             lo = step * per_step
             micro = [(shard_x[i:i + cfg.batch_size], shard_y[i:i + cfg.batch_size])
                      for i in range(lo, min(lo + per_step, len(idx)), cfg.batch_size)]
-            step_loss, step_correct, step_samples, step_compute, step_wait = train_step(model, optimizer, micro,
-                                                                                      cfg.adasum)
+            step_loss, step_correct, step_samples, times = train_step(model, optimizer, micro, cfg.adasum)
+            run.recorder.after_step(step, times)
             loss_sum, correct, samples = loss_sum + step_loss, correct + step_correct, samples + step_samples
-            compute, comm_wait = compute + step_compute, comm_wait + step_wait
+            compute, comm_wait = compute + times.compute, comm_wait + times.wait
             state.samples_done += step_samples * size
             state.steps_done += 1
             run.reached = (epoch, state.steps_done)
@@ -326,6 +328,8 @@ def train_epochs(state, run: Run):
                 record.comm = epochcomm.window_comm(record)
             except TimelineError as e:  # e.g. an epoch too short to record any collective
                 record.comm_error = str(e)
+        # every rank's step trace (timeline on): who handed its gradients over last, and what that cost the others
+        stragglers.attach(record, run.recorder.gather_traces(), window.file if window else "")
         if not (math.isfinite(record.train_loss) and math.isfinite(record.val_loss)):  # every rank sees the sums
             raise UserError(f"the loss became {record.train_loss} in epoch {epoch}: training diverged (lower --lr)")
         state.history.append(record)
@@ -350,7 +354,7 @@ def epoch_line(e: results.Epoch, epochs: int) -> str:
     line = (f"epoch {e.epoch}/{epochs} | {e.epoch_time_s:.2f} s | {e.samples_per_s:,.0f} samples/s | "
             f"train loss {e.train_loss:.4f} acc {e.train_acc:.4f} | val loss {e.val_loss:.4f} acc {e.val_acc:.4f} | "
             f"lr {e.lr:.2e} | comm wait {e.comm_wait_s:.2f} s")
-    return line + epochcomm.comm_text(e)
+    return line + epochcomm.comm_text(e) + stragglers.straggler_text(e)
 
 
 def analyse_full_timeline(path: str, history: list):

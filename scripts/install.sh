@@ -176,7 +176,7 @@ fi
 
 # ---------------------------------------------------------------- 1. system packages (Open MPI, compiler, cmake)
 STEP="system packages"
-DEBS=(g++ make cmake openssh-client openssh-server iproute2)
+DEBS=(g++ make cmake openssh-client openssh-server iproute2 faketime)
 TOOLS=(c++ make cmake)
 if [ $MPI -eq 1 ]; then DEBS=(openmpi-bin libopenmpi-dev "${DEBS[@]}"); TOOLS+=(mpicxx mpirun); fi
 missing=()

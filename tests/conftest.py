@@ -30,6 +30,15 @@ def launcher_env(**extra) -> dict:
             **extra}
 
 
+def train_across(cluster, controller: str, out, timeout: int = 300):
+    """SMALL_RUN for 2 epochs across the cluster's nodes: scripts/launch.sh on node1 with the cluster's hostfile,
+    as a user would launch it."""
+    return cluster.run_on(0, [
+        f"{REPO}/scripts/launch.sh", "-np", str(cluster.n), "--hostfile", cluster.hostfile(), f"--{controller}",
+        "--nic", "hvd0", "--start-timeout", "60", "--", *SMALL_RUN, "--epochs", "2", "--output-dir", out],
+        timeout=timeout, env=launcher_env())
+
+
 def check_two_host_run(out, controller="mpi", epochs=2) -> dict:
     """results.json of a run across node1 and node2 (rank 0 on node1): both ranks ended with the same parameters,
     rank 0 recorded a timeline window and the communication of every epoch. Returns the results."""

@@ -17,10 +17,12 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 SUBNET = "10.199.77"
 SSHD = "/usr/sbin/sshd"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sh(*cmd, check=True, **kw):
@@ -42,8 +44,10 @@ def namespaces_usable() -> str:
 
 
 class Cluster:
-    def __init__(self, nodes: int, workdir):
-        self.n, self.dir = nodes, str(workdir)
+    def __init__(self, nodes: int, workdir, session_env=None):
+        """session_env: {node index: {NAME: value}}, set by that node's sshd for everything started over ssh there
+        (e.g. libfaketime: a host whose clock is off)."""
+        self.n, self.dir, self.session_env = nodes, str(workdir), session_env or {}
         self.prefix = f"hvd{os.getpid() % 100000}"
         self.switch = f"{self.prefix}sw"
         self.names = [f"{self.prefix}n{k}" for k in range(1, nodes + 1)]
@@ -103,6 +107,9 @@ class Cluster:
                          f"AuthorizedKeysFile {self.dir}/authorized_keys\nPermitRootLogin prohibit-password\n"
                          "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
                          "AcceptEnv *\nPermitUserEnvironment no\n")
+                env = self.session_env.get(k - 1)
+                if env:
+                    fh.write("SetEnv " + " ".join(f"{name}={value}" for name, value in env.items()) + "\n")
             self._start_sshd(k - 1)
 
     def _start_sshd(self, node: int) -> int:
@@ -180,3 +187,10 @@ class Cluster:
         for ns in [*self.names, self.switch]:
             sh("ip", "netns", "del", ns, check=False)
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+
+
+def launcher_env() -> dict:
+    """This environment for scripts/launch.sh: the test's venv first, no Horovod or Open MPI settings of its own."""
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_"))}
+    return {**env, "HVD_MLP_VENV": venv, "PATH": f"{venv}/bin:{env['PATH']}"}

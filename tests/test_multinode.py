@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO, SMALL_RUN, check_two_host_run, launcher_env
+from conftest import REPO, SMALL_RUN, check_two_host_run, launcher_env, train_across
 from hvd_mlp import elastic_bench, results
 from netns import Cluster, namespaces_usable
 
@@ -27,10 +27,7 @@ def cluster(tmp_path_factory):
 @pytest.mark.parametrize("controller", ["mpi", "gloo"])
 def test_training_across_two_hosts(cluster, controller, tmp_path):
     out = tmp_path / "run"
-    proc = cluster.run_on(0, [
-        f"{REPO}/scripts/launch.sh", "-np", "2", "--hostfile", cluster.hostfile(), f"--{controller}",
-        "--nic", "hvd0", "--start-timeout", "60", "--", *SMALL_RUN, "--epochs", "2", "--output-dir", out],
-        timeout=300, env=launcher_env())
+    proc = train_across(cluster, controller, out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "+ " in proc.stderr and "horovodrun -np 2 --hostfile" in proc.stderr  # the launcher shows its command
     check_two_host_run(out, controller)

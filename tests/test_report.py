@@ -32,7 +32,7 @@ def test_report_writes_valid_pngs(two_runs, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "fig").iterdir())
-    assert names == sorted([f"np{n}-mpi-{kind}.png" for n in (1, 2) for kind in ("training", "time", "comm", "series")
+    assert names == sorted([f"np{n}-mpi-{kind}.png" for n in (1, 2) for kind in ("training", "time", "comm", "series", "ranks")
                             if n == 2 or kind in ("training", "time")] + ["scaling.png", "steps.png"])
     assert "no np1-mpi-comm.png: nothing was communicated (one rank)" in proc.stdout  # not empty axes
     for png in (tmp_path / "fig").iterdir():

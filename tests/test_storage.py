@@ -18,17 +18,19 @@ WRITER = textwrap.dedent("""
     big = {"payload": "x" * 50_000_000, "version": 2}
     print("ready", flush=True)
     while True:
-        storage.write_json(sys.argv[1], big)
+        storage.write_json(sys.argv[1], big, durable=sys.argv[2] == "durable")
 """)
 
 
-def test_kill_during_write_leaves_the_previous_file(tmp_path):
+@pytest.mark.parametrize("durable", ["durable", "not fsynced"])
+def test_kill_during_write_leaves_the_previous_file(tmp_path, durable):
     """SIGKILL at several moments: the file is always a whole version, and at least one kill landed mid-write
-    (it left its temporary file behind), so the test did try the torn case."""
+    (it left its temporary file behind), so the test did try the torn case. Without the fsyncs too (step traces)."""
     path = tmp_path / "results.json"
     storage.write_json(str(path), {"version": 1})
     for delay in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), durable], stdout=subprocess.PIPE,
+                                  text=True)
         assert writer.stdout.readline().strip() == "ready"
         time.sleep(delay)
         writer.send_signal(signal.SIGKILL)
@@ -46,6 +48,11 @@ def test_failed_write_keeps_old_file_and_no_temp(tmp_path):
         storage.write_json(str(path), {"version": object()})  # not serialisable: fails mid-write
     assert json.loads(path.read_text()) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_unwritable_place_is_one_user_error(tmp_path):
+    with pytest.raises(UserError, match=f"cannot write {tmp_path}/missing/x.json: No such file or directory"):
+        storage.write_json(str(tmp_path / "missing" / "x.json"), {})
 
 
 class RunsCode:

@@ -239,7 +239,9 @@ def test_timeline_of_a_real_run(tmp_path, controller, mode):
         assert mine["comm"] == pytest.approx(trained["comm"])
         assert mine["comm"]["exposed_s"] <= trained["comm_wait_s"] + 1e-9  # scaled like the training's wait
     text = subprocess.run(python_module("hvd_mlp.timeline", "summarize", out), capture_output=True, text=True)
-    for line in re.findall(r"comm \d+\.\d% of epoch.*", proc.stdout):
+    # Open MPI tags each chunk a rank writes ("[1,0]<stdout>:"), and a print's text and newline can be two chunks
+    untagged = re.sub(r"\[[\d,]+\]<std(?:out|err)>:", "", proc.stdout)
+    for line in re.findall(r"comm \d+\.\d% of epoch.*", untagged):
         assert line in text.stdout
     # a window file with its run: that epoch alone, scaled as the training did (not an all-zero epoch 1)
     timeline_file = out / ("timeline.json" if mode == "full" else "timeline-epoch2.json")

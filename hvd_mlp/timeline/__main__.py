@@ -1,4 +1,4 @@
-"""Horovod timelines: communication per epoch, per tensor and over time; repair, slice and diff.
+"""Horovod timelines: communication per epoch, per tensor and over time, per rank; repair, slice, diff and merge.
 
     python -m hvd_mlp.timeline summarize RUN_DIR [--json]                    a run, per epoch (any --timeline-mode)
     python -m hvd_mlp.timeline summarize TIMELINE [--json] [--top K] [--series S]   any timeline
@@ -6,6 +6,7 @@
     python -m hvd_mlp.timeline repair IN OUT
     python -m hvd_mlp.timeline slice TIMELINE OUT (--from S --to S | --epoch N --results RUN_DIR)
     python -m hvd_mlp.timeline diff A B [--json] [--top K]                    each a timeline or a run directory
+    python -m hvd_mlp.timeline merge RUN_DIR OUT          every rank's steps beside Horovod's tensors, one trace
 """
 import json
 import math
@@ -14,7 +15,7 @@ import sys
 
 from hvd_mlp import results
 from hvd_mlp.errors import ArgumentParser, UserError, command_line, non_negative_int, output_file, positive
-from hvd_mlp.timeline import analysis, diff, epochs, tracefile
+from hvd_mlp.timeline import analysis, diff, epochs, merge, stragglers, tracefile
 from hvd_mlp.timeline.slice import slice_timeline
 
 MIN_BUCKET_S = 0.01  # finer buckets than this would make a series longer than the file is useful
@@ -54,20 +55,29 @@ def build_parser() -> ArgumentParser:
     d.add_argument("b", help="a timeline file or a run directory")
     d.add_argument("--json", action="store_true", help="print JSON instead of tables")
     d.add_argument("--top", type=non_negative_int, default=10, help="tensors listed (default: 10)")
+    m = sub.add_parser("merge", help="one trace of a run: every rank's step phases on rank 0's clock beside "
+                                     "Horovod's tensors (Perfetto, Chrome)")
+    m.add_argument("run_dir", metavar="RUN_DIR", help="a run trained with --timeline-mode window or full")
+    m.add_argument("output", metavar="OUT", type=output_file, help="the merged trace to write (replaced atomically)")
     return parser
 
 
 @command_line("hvd_mlp.timeline")
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    {"summarize": run_summarize, "repair": run_repair, "slice": run_slice, "diff": run_diff}[args.command](args)
+    {"summarize": run_summarize, "repair": run_repair, "slice": run_slice, "diff": run_diff,
+     "merge": run_merge}[args.command](args)
 
 
 def run_summarize(args):
     if args.results is not None or os.path.isdir(args.timeline):
         run, file = (args.results, args.timeline) if args.results is not None else (args.timeline, "")
         per_epoch, source = epochs.run_comm(run, file)
-        show([results.to_dict(e) for e in per_epoch], args.json, lambda _: epochs.format_epochs(per_epoch, source))
+        run_dir = run if os.path.isdir(run) else os.path.dirname(run)
+        ranked = stragglers.attach_run(run_dir, per_epoch, source if os.path.isfile(source) else "")  # full: its file
+        show([results.to_dict(e) for e in per_epoch], args.json,
+             lambda _: (stragglers.format_ranks(per_epoch) + "\n" if ranked else "")
+             + epochs.format_epochs(per_epoch, source))
         return
     if args.series is not None and args.series < MIN_BUCKET_S:
         raise UserError(f"--series buckets must be >= {MIN_BUCKET_S} s, got {args.series}")
@@ -107,6 +117,16 @@ def run_slice(args):
 
 def run_diff(args):
     show(diff.diff(args.a, args.b, args.top), args.json, diff.format_diff)
+
+
+def run_merge(args):
+    if not os.path.isdir(args.run_dir):
+        raise UserError(f"{args.run_dir} is not a run directory")
+    counts = writing(args.output, merge.merge, args.run_dir, args.output)
+    warn(counts.pop("warnings"))
+    print(f"wrote {args.output}: {counts['events']:,} events; {counts['ranks']} ranks, {counts['steps']:,} "
+          f"traced steps on rank 0's clock (+-{counts['error_us']:.0f} us) beside {counts['files']} Horovod "
+          f"timeline file(s); {counts['orphans']} orphan ends dropped, {counts['closed']} open spans closed")
 
 
 def writing(path: str, write, *args, **kwargs):

@@ -8,7 +8,7 @@ import os
 
 from hvd_mlp import results
 from hvd_mlp.errors import UserError
-from hvd_mlp.timeline import analysis
+from hvd_mlp.timeline import analysis, stragglers
 
 FULL_FILE = "timeline.json"  # full mode: the whole run in one file
 COUNTS = ("allreduce_bytes", "allreduce_ops")
@@ -104,5 +104,5 @@ def format_epochs(epochs: list, source: str) -> str:
                      + " ".join(f"{getattr(c, k + '_us') / 1e3:>13.1f}" for k in analysis.CLASSES)
                      + f" {c.allreduce_bytes / 1e6:>8.1f} {c.bandwidth_MBps:>7.0f} {100 * c.comm_share:>6.1f}%"
                      f" {c.exposed_s:>9.3f} {c.overlapped_s:>9.3f}")
-    lines += [f"epoch {e.epoch}{comm_text(e)}" for e in epochs]
+    lines += [f"epoch {e.epoch}{comm_text(e)}{stragglers.straggler_text(e)}" for e in epochs]  # as training prints
     return "\n".join(lines)

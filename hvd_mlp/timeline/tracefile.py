@@ -165,26 +165,34 @@ def write_trace(path: str):
         out.write("\n]\n" if writer.events else "[]\n")
 
 
+def repaired(src: str, issues: list, counts: dict):
+    """The file's events as a valid trace needs them: orphan ends dropped, spans still open closed at the last
+    moment. `counts` gets "orphans" and "closed" (repair and merge write what this yields)."""
+    stacks, last_ts = {}, 0
+    counts.update(orphans=0, closed=0)
+    for ev in iter_events(src, issues):
+        if ev["ph"] in ("B", "E"):
+            stack = stacks.setdefault(ev.get("pid"), [])
+            if ev["ph"] == "B":
+                stack.append(ev.get("tid", 0))
+            elif stack:
+                stack.pop()
+            else:
+                counts["orphans"] += 1
+                continue
+        last_ts = max(last_ts, ev.get("ts", 0))
+        yield ev
+    for pid, stack in stacks.items():
+        for tid in reversed(stack):
+            counts["closed"] += 1
+            yield {"ph": "E", "pid": pid, "tid": tid, "ts": last_ts}
+
+
 def repair(src: str, dst: str) -> dict:
     """Write a valid JSON trace: orphan ends dropped, open spans closed at the last moment, the array closed."""
-    issues, stacks, counts, last_ts = [], {}, {"orphans": 0, "closed": 0}, 0
+    issues, counts = [], {}
     with write_trace(dst) as trace:
-        for ev in iter_events(src, issues):
-            if ev["ph"] in ("B", "E"):
-                stack = stacks.setdefault(ev.get("pid"), [])
-                if ev["ph"] == "B":
-                    stack.append(ev.get("tid", 0))
-                elif stack:
-                    stack.pop()
-                else:
-                    counts["orphans"] += 1
-                    continue
-            last_ts = max(last_ts, ev.get("ts", 0))
+        for ev in repaired(src, issues, counts):
             trace.write(ev)
-        events = trace.events
-        for pid, stack in stacks.items():
-            for tid in reversed(stack):
-                trace.write({"ph": "E", "pid": pid, "tid": tid, "ts": last_ts})
-                counts["closed"] += 1
-    counts.update(events=events, warnings=issues)
+    counts.update(events=trace.events - counts["closed"], warnings=issues)  # the file's own events
     return counts

@@ -1,5 +1,4 @@
-"""Recording Horovod's timeline and every rank's step trace, cheaply by default. Recording only: the analysis is
-timeline.epochs' and timeline.stragglers'.
+"""Recording Horovod's timeline and every rank's step trace, cheaply by default. Recording only (analysis: timeline).
 
 Modes:
 - window: HOROVOD_TIMELINE=DYNAMIC, and every epoch records `window_steps` steps with hvd.start_timeline /

@@ -25,10 +25,12 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 SUBNET = "10.199.77"
 SSHD = "/usr/sbin/sshd"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sh(*cmd, check=True, **kw):
@@ -47,6 +49,15 @@ def namespaces_usable() -> str:
         return f"cannot create a network namespace here: {proc.stderr.strip()}"
     sh("ip", "netns", "del", probe, check=False)
     return ""
+
+
+def launcher_env() -> dict:
+    """The environment of a launcher across hosts: this venv first on PATH (HVD_MLP_VENV for the scripts), this
+    checkout's hvd_mlp on every host, and no Horovod, Open MPI or Slurm settings leaking in from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_", "SLURM_"))}
+    bin_dir = os.path.dirname(sys.executable)
+    return {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}", "HVD_MLP_VENV": os.path.dirname(bin_dir),
+            "PYTHONPATH": REPO}
 
 
 class Cluster:

@@ -19,6 +19,8 @@ FIT_RATES = (0, 1e9)  # fitted on unshaped and 1 Gbit/s runs; checked on every o
 
 def lstsq(features: list, targets: list) -> list:
     """Least-squares coefficients of targets ~ features . coef (normal equations; a few unknowns)."""
+    if not features or len(features) < len(features[0]):
+        raise ValueError("fewer runs than unknowns")
     k = len(features[0])
     a = [[sum(f[i] * f[j] for f in features) for j in range(k)] for i in range(k)]
     y = [sum(f[i] * t for f, t in zip(features, targets)) for i in range(k)]
@@ -98,3 +100,20 @@ def project(model: dict, samples: float, tensor_bytes: float, rate_bps: float, w
     step = step_s(scaled, samples, tensor_bytes, rate_bps, world)
     alone = step_s(model, samples, tensor_bytes, rate_bps, 1)["step_s"]
     return {**step, "samples_per_s": world * samples / step["step_s"], "efficiency": alone / step["step_s"]}
+
+
+def projection_table(model: dict, tensor_bytes: float, rates=(1e9, 1e10), batches=(32, 256),
+                     workers=(2, 8, 64, 512)) -> str:
+    """The fitted model projected to more workers, one rank per host: a markdown table."""
+    lines = ["| workers | link | batch/rank | latency ms | bandwidth ms | overhead ms | step ms | efficiency | "
+             "samples/s |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in workers:
+        for rate in rates:
+            for batch in batches:
+                p = project(model, batch, tensor_bytes, rate, n)
+                latency = 2 * (n - 1) * model["alpha_s"]
+                overhead = model["overhead_s"] * max(1.0, math.log2(n))
+                lines.append(f"| {n} | {rate / 1e9:g} Gbit/s | {batch} | {latency * 1e3:.2f} | "
+                             f"{(p['comm_s'] - latency - overhead) * 1e3:.2f} | {overhead * 1e3:.2f} | "
+                             f"{p['step_s'] * 1e3:.1f} | {100 * p['efficiency']:.0f}% | {p['samples_per_s']:,.0f} |")
+    return "\n".join(lines)

@@ -2,6 +2,7 @@
 
     python -m hvd_mlp.bench links [--rates 100M,1G,10G,none] [--controllers mpi,gloo] [--batches 32,256]
                                   [--variants plain,fp16,bpps4] [--steps 20] [--out runs/links]
+    python -m hvd_mlp.bench links --rows runs/links/links.json --out docs/figures    # again, from its rows
 
 Root only: builds two hosts (hvd_mlp/netns.py: namespaces on a bridge, sshd each), and for every rate shapes both
 hosts' links (tc tbf, each way) and runs scripts/launch.sh -np 2 across them with each controller, batch size per
@@ -153,17 +154,14 @@ def plot(rows: list, checked: list, path: str):
         ax_speed.plot([x(r) for r in mine], [r["samples_per_s"] for r in mine], style, marker="o",
                       label=f"{key[0]} b{key[1]} {key[2]}")
         shaped = [r for r in mine if r["rate_bps"]]
-        ax_bw.plot([r["rate_bps"] / 1e6 for r in shaped], [r["transfer_bps"] / 1e6 for r in shaped], style, marker="o")
-    rates = sorted({r["rate_bps"] for r in rows if r["rate_bps"]})
-    if rates:
-        ax_bw.plot([r / 1e6 for r in rates], [r / 1e6 for r in rates], "k:", label="configured rate")
-        ax_bw.fill_between([r / 1e6 for r in rates], [0.85 * r / 1e6 for r in rates], [r / 1e6 for r in rates],
-                           color="grey", alpha=0.2, label="within 15%")
+        ax_bw.plot([r["rate_bps"] / 1e6 for r in shaped], [r["transfer_bps"] / r["rate_bps"] for r in shaped], style,
+                   marker="o")
+    ax_bw.axhspan(0.85, 1.0, color="grey", alpha=0.2, label="within 15% of the rate")
     ax_speed.set(xscale="log", yscale="log", xlabel="link rate, bit/s (rightmost: unshaped)", ylabel="samples/s",
                  title="throughput, np=2 across two hosts")
     ax_speed.legend(fontsize=6, ncol=2)
-    ax_bw.set(xscale="log", yscale="log", xlabel="configured rate, Mbit/s", ylabel="Mbit/s",
-              title="timeline: median transfer, wire bytes / time")
+    ax_bw.set(xscale="log", ylim=(0, 1.1), xlabel="configured rate, Mbit/s", ylabel="share of the configured rate",
+              title="timeline: median transfer's wire bytes / time")
     ax_bw.legend(fontsize=7)
     for role, marker in (("fit", "o"), ("check", "s")):
         pts = [(r["step_s"] * 1e3, r["predicted_s"] * 1e3) for r in checked if r["role"] == role]
@@ -182,23 +180,43 @@ def plot(rows: list, checked: list, path: str):
 
 
 def bench_links(args):
-    why = namespaces_usable()
-    if why:
-        raise UserError(f"bench links builds two hosts with network namespaces: {why}")
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    load = os.getloadavg()
-    print(f"links sweep: np=2 across two hosts, {args.steps} steps x 2 epochs per run, load {load[0]:.2f} "
-          f"{load[1]:.2f} {load[2]:.2f} (runs in {out})", flush=True)
-    rows = sweep(args, out)
+    if args.rows:  # a sweep measured before: fit, table and figure again, no runs
+        saved = read_rows(args.rows)
+        rows, load = saved["rows"], saved.get("load", [])
+        print(f"{len(rows)} runs from {args.rows}")
+    else:
+        why = namespaces_usable()
+        if why:
+            raise UserError(f"bench links builds two hosts with network namespaces: {why}")
+        load = os.getloadavg()
+        print(f"links sweep: np=2 across two hosts, {args.steps} steps x 2 epochs per run, load {load[0]:.2f} "
+              f"{load[1]:.2f} {load[2]:.2f} (runs in {out})", flush=True)
+        rows = sweep(args, out)
     print(format_table(rows))
     report(rows, load, out)
+
+
+def read_rows(path: str) -> dict:
+    try:
+        with open(path) as fh:
+            saved = json.load(fh)
+        if not saved.get("rows"):
+            raise ValueError("no runs in it")
+        return saved
+    except (OSError, ValueError) as e:
+        raise UserError(f"--rows {path}: not a links.json of bench links ({e})") from None
 
 
 def report(rows: list, load, out: str):
     """Fit and check the cost model on the rows; links.json and links.png in out."""
     fitted, checked, text = costmodel.fit_and_check(rows)
     print(text)
+    gradients = max(r["tensor_bytes"] for r in rows)
+    for controller, model in fitted.items():
+        print(f"projected, {controller}, {gradients / 1e6:.2f} MB of float32 gradients, one rank per host:\n"
+              + costmodel.projection_table(model, gradients))
     with open(os.path.join(out, "links.json"), "w") as fh:
         json.dump({"rows": rows, "model": fitted, "checked": checked, "load": load}, fh, indent=1)
     plot(rows, checked, os.path.join(out, "links.png"))
@@ -215,3 +233,4 @@ def add_parser(sub):
                    help="plain, fp16 (--fp16-allreduce), bpps4 (--backward-passes-per-step 4) (default: all)")
     p.add_argument("--steps", type=positive(), default=20, help="steps per epoch (default: 20)")
     p.add_argument("--out", type=output_dir, default="runs/links", help="(default: %(default)s)")
+    p.add_argument("--rows", default="", help="a sweep's links.json: fit, print and draw again from its runs")

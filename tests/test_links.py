@@ -66,9 +66,10 @@ def test_projection_one_worker_is_compute_and_more_workers_cost_more():
     assert costmodel.project(MODEL, 256, GRADIENTS / 2, 1e9, 64)["efficiency"] > steps[2]["efficiency"]
 
 
-def test_rates_parse_and_bad_input_is_one_line(capsys):
+def test_rates_parse_and_bad_input_is_one_line(capsys, tmp_path):
     assert links.rate_list("100M,1G,10g,none,2.5Gbit") == [1e8, 1e9, 1e10, 0, 2.5e9]
-    for argv in (["links", "--rates", "fast"], ["links", "--controllers", "nccl"], ["links", "--batches", "0"]):
+    for argv in (["links", "--rates", "fast"], ["links", "--controllers", "nccl"], ["links", "--batches", "0"],
+                 ["links", "--rows", "/nonexistent/links.json", "--out", str(tmp_path)]):
         with pytest.raises(SystemExit) as exit_:
             bench.main(argv)
         assert exit_.value.code == 2

@@ -1,16 +1,20 @@
 """An alpha-beta cost model of a data-parallel step, fitted on `bench links` runs and checked against the rest.
 
-A step = compute(samples) + Horovod's overhead + the allreduce's transfer, nothing hidden (hvd_mlp allreduces all
-gradients as one group once the last is ready: --allreduce-groups 1):
-    compute(s)      = c0 + c1 * s                      s: samples per rank and step (batch x backward passes)
-    overhead        = negotiation + fusion copies       measured per step (timeline), median of the fitted runs
-    transfer(b, R)  = 2(N-1) alpha + w (8 / (eta R) + 1 / B_host),   w = b * 2(N-1)/N: the ring's bytes on the wire
-alpha: the latency of one of the ring's 2(N-1) messages; eta: the share of a link of R bit/s that payload gets
-(frame headers, protocol); B_host: what the hosts move per second where the link does not limit (copies, the
-kernel's TCP stack): the unshaped runs measure it. c0, c1 are fitted on the fitted runs' step minus its wait for
-communication; alpha, eta, B_host by least squares on their per-step transfer (collective) time. Everything per
-controller: MPI and Gloo move bytes differently.
+A step = compute + Horovod's overhead + the allreduce's transfer, nothing hidden (hvd_mlp allreduces all gradients
+as one group once the last is ready: --allreduce-groups 1). Per rank, N ranks, s samples a step, P parameters, a
+tensor of b bytes (e elements), w = b 2(N-1)/N bytes each way on the wire (ring allreduce):
+    compute   = c0 + c1 s P                                        an MLP's work: samples x parameters
+    overhead  = o0 + o1 s P      negotiation (it waits for the slowest rank: grows with compute) + fusion copies
+    transfer  = 2(N-1) alpha + max(link, host)                     the ring pipelines the link with the host's work
+    link      = (w - burst) 8 / (eta R)                            R bit/s; burst: what the shaper lets out at once
+    host      = w / B_host + gamma16 e16                           e16 = e (N-1)/N when the tensor is float16
+alpha: one ring message's latency; eta: the share of the rate payload gets (headers, protocol); B_host: what the
+hosts move per second where no link limits (copies, TCP stack); gamma16: the cost of adding float16 on a CPU
+(float32's is inside B_host). Fitted per controller, in stages, each by (non-negative) least squares: alpha, B_host
+and gamma16 on the unshaped runs' transfer times (the `small` variant's model gives a third message size), eta
+on the shaped runs where the link limits, c0..o1 on all the fitted runs' steps. FIT_RATES are fitted; every other rate is held out and predicted.
 """
+import itertools
 import math
 import statistics
 
@@ -37,32 +41,82 @@ def lstsq(features: list, targets: list) -> list:
     return [y[i] / a[i][i] for i in range(k)]
 
 
-def transfer_features(wire_bytes: float, rate_bps: float, world: int) -> list:
-    return [2 * (world - 1), wire_bytes * 8 / rate_bps if rate_bps else 0.0, wire_bytes]
+def nnls(features: list, targets: list) -> list:
+    """Least squares with every coefficient >= 0 (a latency or a cost cannot be negative): the best fit over the
+    subsets of features, the others held at 0. A few unknowns: 2^k small solves."""
+    k, best = len(features[0]), None
+    for size in range(k, 0, -1):
+        for kept in itertools.combinations(range(k), size):
+            try:
+                coef = lstsq([[f[i] for i in kept] for f in features], targets)
+            except ValueError:
+                continue
+            if min(coef) < 0:
+                continue
+            full = [0.0] * k
+            for i, c in zip(kept, coef):
+                full[i] = c
+            residual = sum((t - sum(c * x for c, x in zip(full, f))) ** 2 for f, t in zip(features, targets))
+            if best is None or residual < best[0]:
+                best = (residual, full)
+    if best is None:
+        raise ValueError("no non-negative fit")
+    return best[1]
+
+
+def ring(world: int) -> float:
+    return 2 * (world - 1) / world
+
+
+def host_features(r: dict) -> list:
+    e16 = r["tensor_bytes"] / 2 * ring(r["world"]) / 2 if r["fp16"] else 0.0
+    return [2 * (r["world"] - 1), r["wire_bytes"], e16]
+
+
+def link_s(model: dict, wire_bytes: float, rate_bps: float, burst_bytes: float) -> float:
+    return max(0.0, wire_bytes - burst_bytes) * 8 / (model["eta"] * rate_bps) if rate_bps else 0.0
 
 
 def fit(rows: list) -> dict:
-    """Parameters from runs of one controller (rows as links.measure makes them, at >= 2 message sizes, shaped
-    and unshaped)."""
-    alpha, inv_eta, inv_host = lstsq([transfer_features(r["wire_bytes"], r["rate_bps"], r["world"]) for r in rows],
-                                     [r["collective_s"] for r in rows])
-    c0, c1 = lstsq([[1.0, r["samples_per_step"]] for r in rows], [r["step_s"] - r["wait_s"] for r in rows])
-    return {"alpha_s": alpha, "eta": 1 / inv_eta if inv_eta > 0 else math.inf,
-            "host_Bps": 1 / inv_host if inv_host > 0 else math.inf, "compute_c0_s": c0, "compute_c1_s": c1,
-            "overhead_s": statistics.median(r["negotiate_s"] + r["memcpy_s"] for r in rows)}
+    """Parameters from runs of one controller (rows as links.measure makes them): unshaped runs of two message
+    sizes or dtypes, shaped runs where the link limits."""
+    unshaped = [r for r in rows if not r["rate_bps"]]
+    if len({r["wire_bytes"] for r in unshaped}) < 2:
+        raise ValueError("needs unshaped runs of two message sizes")
+    alpha, inv_host, gamma16 = nnls([host_features(r) for r in unshaped], [r["collective_s"] for r in unshaped])
+    model = {"alpha_s": alpha, "host_Bps": 1 / inv_host if inv_host else math.inf, "gamma16_s": gamma16}
+    limited = []
+    for r in rows:
+        if r["rate_bps"]:
+            link_1 = link_s({"eta": 1.0}, r["wire_bytes"], r["rate_bps"], r["burst_bytes"])
+            if link_1 > host_s(model, r):  # the link, not the hosts, sets this transfer's pace
+                limited.append((link_1, r["collective_s"] - 2 * (r["world"] - 1) * alpha))
+    if not limited:
+        raise ValueError("no shaped run where the link limits")
+    model["eta"] = sum(x * x for x, _ in limited) / sum(x * y for x, y in limited)
+    work = [[1.0, r["samples_per_step"] * r["parameters"]] for r in rows]
+    model["compute_c0_s"], model["compute_c1_s"] = nnls(work, [r["step_s"] - r["wait_s"] for r in rows])
+    model["overhead_o0_s"], model["overhead_o1_s"] = nnls(work, [r["negotiate_s"] + r["memcpy_s"] for r in rows])
+    return model
 
 
-def transfer_s(model: dict, tensor_bytes: float, rate_bps: float, world: int) -> float:
-    wire = tensor_bytes * 2 * (world - 1) / world
-    link = wire * 8 / (model["eta"] * rate_bps) if rate_bps else 0.0
-    return 2 * (world - 1) * model["alpha_s"] + link + wire / model["host_Bps"]
+def host_s(model: dict, r: dict) -> float:
+    _, wire, e16 = host_features(r)
+    return wire / model["host_Bps"] + model["gamma16_s"] * e16
 
 
-def step_s(model: dict, samples: float, tensor_bytes: float, rate_bps: float, world: int) -> dict:
-    """The predicted step and its parts (s). One rank computes alone: no overhead, no transfer."""
-    compute = model["compute_c0_s"] + model["compute_c1_s"] * samples
-    comm = model["overhead_s"] + transfer_s(model, tensor_bytes, rate_bps, world) if world > 1 else 0.0
-    return {"compute_s": compute, "comm_s": comm, "step_s": compute + comm}
+def step_s(model: dict, r: dict, overhead_scale: float = 1.0) -> dict:
+    """The predicted step and its parts (s) for a run r (its world, rate, burst, bytes, fp16, samples_per_step,
+    parameters). One rank computes alone: no overhead, no transfer."""
+    work = r["samples_per_step"] * r["parameters"]
+    compute = model["compute_c0_s"] + model["compute_c1_s"] * work
+    if r["world"] == 1:
+        return {"compute_s": compute, "latency_s": 0.0, "bandwidth_s": 0.0, "overhead_s": 0.0, "step_s": compute}
+    latency = 2 * (r["world"] - 1) * model["alpha_s"]
+    bandwidth = max(link_s(model, r["wire_bytes"], r["rate_bps"], r["burst_bytes"]), host_s(model, r))
+    overhead = overhead_scale * (model["overhead_o0_s"] + model["overhead_o1_s"] * work)
+    return {"compute_s": compute, "latency_s": latency, "bandwidth_s": bandwidth, "overhead_s": overhead,
+            "step_s": compute + latency + bandwidth + overhead}
 
 
 def fit_and_check(rows: list) -> tuple:
@@ -74,46 +128,47 @@ def fit_and_check(rows: list) -> tuple:
         try:
             model = models[controller] = fit(fitting)
         except (ValueError, ZeroDivisionError):
-            lines.append(f"  {controller}: too few runs to fit (needs unshaped and 1G runs, 2 sizes)")
+            lines.append(f"  {controller}: too few runs to fit (needs unshaped runs of 2 sizes and 1G runs)")
             continue
         lines.append(f"  {controller}: alpha {model['alpha_s'] * 1e6:.0f} us/message, link efficiency "
-                     f"{model['eta']:.2f}, host {model['host_Bps'] * 8 / 1e9:.1f} Gbit/s, overhead "
-                     f"{model['overhead_s'] * 1e3:.2f} ms/step, compute {model['compute_c0_s'] * 1e3:.1f} ms + "
-                     f"{model['compute_c1_s'] * 1e6:.0f} us/sample")
+                     f"{model['eta']:.2f}, host {model['host_Bps'] * 8 / 1e9:.1f} Gbit/s, float16 adds "
+                     f"{model['gamma16_s'] * 1e9:.1f} ns/element, overhead {model['overhead_o0_s'] * 1e3:.2f} ms + "
+                     f"{model['overhead_o1_s'] * 1e12:.1f} ps/(sample x parameter), compute "
+                     f"{model['compute_c0_s'] * 1e3:.2f} ms + {model['compute_c1_s'] * 1e12:.1f} ps/(sample x parameter)")
         for r in mine:
-            predicted = step_s(model, r["samples_per_step"], r["tensor_bytes"], r["rate_bps"], r["world"])["step_s"]
+            predicted = step_s(model, r)["step_s"]
             checked.append({"name": r["name"], "controller": controller, "step_s": r["step_s"],
                             "predicted_s": predicted, "role": "fit" if r in fitting else "check",
                             "error": predicted / r["step_s"] - 1})
     for role in ("fit", "check"):
-        errors = [abs(c["error"]) for c in checked if c["role"] == role]
-        if errors:
-            lines.append(f"  {role} runs ({len(errors)}): step time error median {100 * statistics.median(errors):.0f}%,"
-                         f" worst {100 * max(errors):.0f}% ({max(checked, key=lambda c: abs(c['error']) if c['role'] == role else -1)['name']})")
+        mine = [c for c in checked if c["role"] == role]
+        if mine:
+            worst = max(mine, key=lambda c: abs(c["error"]))
+            lines.append(f"  {role} runs ({len(mine)}): step time error median "
+                         f"{100 * statistics.median(abs(c['error']) for c in mine):.0f}%, worst "
+                         f"{100 * worst['error']:+.0f}% ({worst['name']})")
     return models, checked, "\n".join(lines)
 
 
-def project(model: dict, samples: float, tensor_bytes: float, rate_bps: float, world: int) -> dict:
-    """A step at `world` workers (ring allreduce); negotiation assumed to grow as log2 of the workers (Horovod's
-    coordinator gathers and broadcasts the ready list along a tree), fusion copies not at all."""
-    scaled = {**model, "overhead_s": model["overhead_s"] * max(1.0, math.log2(world))}
-    step = step_s(scaled, samples, tensor_bytes, rate_bps, world)
-    alone = step_s(model, samples, tensor_bytes, rate_bps, 1)["step_s"]
+def project(model: dict, samples: float, parameters: int, rate_bps: float, world: int) -> dict:
+    """A step at `world` workers, one per host, on links of rate_bps without a shaper's burst, float32 gradients;
+    the overhead assumed to grow as log2 of the workers (Horovod's coordinator gathers and broadcasts the ready
+    list along a tree; the slowest of more ranks is later)."""
+    run = {"world": world, "rate_bps": rate_bps, "burst_bytes": 0, "tensor_bytes": 4 * parameters, "fp16": False,
+           "wire_bytes": 4 * parameters * ring(world), "samples_per_step": samples, "parameters": parameters}
+    step = step_s(model, run, max(1.0, math.log2(world)))
+    alone = step_s(model, {**run, "world": 1})["step_s"]
     return {**step, "samples_per_s": world * samples / step["step_s"], "efficiency": alone / step["step_s"]}
 
 
-def projection_table(model: dict, tensor_bytes: float, rates=(1e9, 1e10), batches=(32, 256),
+def projection_table(model: dict, parameters: int, rates=(1e9, 1e10), batches=(32, 256),
                      workers=(2, 8, 64, 512)) -> str:
     """The fitted model projected to more workers, one rank per host: a markdown table."""
     lines = ["| workers | link | batch/rank | latency ms | bandwidth ms | overhead ms | step ms | efficiency | "
              "samples/s |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for n in workers:
-        for rate in rates:
-            for batch in batches:
-                p = project(model, batch, tensor_bytes, rate, n)
-                latency = 2 * (n - 1) * model["alpha_s"]
-                overhead = model["overhead_s"] * max(1.0, math.log2(n))
-                lines.append(f"| {n} | {rate / 1e9:g} Gbit/s | {batch} | {latency * 1e3:.2f} | "
-                             f"{(p['comm_s'] - latency - overhead) * 1e3:.2f} | {overhead * 1e3:.2f} | "
-                             f"{p['step_s'] * 1e3:.1f} | {100 * p['efficiency']:.0f}% | {p['samples_per_s']:,.0f} |")
+    for n, rate, batch in itertools.product(workers, rates, batches):
+        p = project(model, batch, parameters, rate, n)
+        lines.append(f"| {n} | {rate / 1e9:g} Gbit/s | {batch} | {p['latency_s'] * 1e3:.2f} | "
+                     f"{p['bandwidth_s'] * 1e3:.2f} | {p['overhead_s'] * 1e3:.2f} | {p['step_s'] * 1e3:.1f} | "
+                     f"{100 * p['efficiency']:.0f}% | {p['samples_per_s']:,.0f} |")
     return "\n".join(lines)

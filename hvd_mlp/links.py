@@ -1,12 +1,13 @@
 """Real links between hosts, measured: np=2 across two namespace hosts whose links tc shapes to a rate.
 
     python -m hvd_mlp.bench links [--rates 100M,1G,10G,none] [--controllers mpi,gloo] [--batches 32,256]
-                                  [--variants plain,fp16,bpps4] [--steps 20] [--out runs/links]
+                                  [--variants plain,fp16,bpps4,small] [--steps 20] [--out runs/links]
     python -m hvd_mlp.bench links --rows runs/links/links.json --out docs/figures    # again, from its rows
 
 Root only: builds two hosts (hvd_mlp/netns.py: namespaces on a bridge, sshd each), and for every rate shapes both
 hosts' links (tc tbf, each way) and runs scripts/launch.sh -np 2 across them with each controller, batch size per
-rank and variant (plain; fp16: --fp16-allreduce; bpps4: --backward-passes-per-step 4), 2 epochs of --steps steps
+rank and variant (plain; fp16: --fp16-allreduce; bpps4: --backward-passes-per-step 4; small: --hidden 16), 2 epochs
+of --steps steps
 with the whole epoch in the timeline window; then tears it all down. Prints one table of the steady epoch (the
 second): samples/s, the step and its parts, the timeline's per-step transfer (collective) time and bandwidth, and
 writes links.json (the rows), links.png (the figure) and every run's directory into --out. Then fits the
@@ -28,9 +29,11 @@ import time
 from hvd_mlp import costmodel, results
 from hvd_mlp.timeline import analysis
 from hvd_mlp.errors import UserError, output_dir, positive
-from hvd_mlp.netns import REPO, Cluster, launcher_env, namespaces_usable
+from hvd_mlp.netns import REPO, Cluster, burst_bytes, launcher_env, namespaces_usable
 
-VARIANTS = {"plain": [], "fp16": ["--fp16-allreduce"], "bpps4": ["--backward-passes-per-step", "4"]}
+# small: a 16-unit model (51 kB of gradients), for the cost model's per-message latency
+VARIANTS = {"plain": [], "fp16": ["--fp16-allreduce"], "bpps4": ["--backward-passes-per-step", "4"],
+            "small": ["--hidden", "16"]}
 UNITS = {"k": 1e3, "m": 1e6, "g": 1e9}
 
 
@@ -98,6 +101,8 @@ def measure(run_dir: str, **setting) -> dict:
     largest = max((b for _, b in window), default=0)  # the step's gradients, not the epoch's small metric sums
     per_transfer = [8 * b * ring / (us / 1e6) for us, b in window if b > largest / 2 and us > 0]
     return {**setting, "name": os.path.basename(run_dir), "world": n, "steps": steps,
+            "fp16": bool(record.config.get("fp16_allreduce")), "burst_bytes": burst_bytes(setting.get("rate_bps")),
+            "parameters": record.parameters,
             "samples_per_step": e.samples / steps / n, "samples_per_s": e.samples_per_s,
             "step_s": e.epoch_time_s / steps, "compute_s": e.compute_s / steps, "wait_s": e.comm_wait_s / steps,
             "other_s": e.other_s / steps, "collective_s": c.collective_us / 1e6 / steps,
@@ -213,10 +218,10 @@ def report(rows: list, load, out: str):
     """Fit and check the cost model on the rows; links.json and links.png in out."""
     fitted, checked, text = costmodel.fit_and_check(rows)
     print(text)
-    gradients = max(r["tensor_bytes"] for r in rows)
+    parameters = max(r["parameters"] for r in rows)
     for controller, model in fitted.items():
-        print(f"projected, {controller}, {gradients / 1e6:.2f} MB of float32 gradients, one rank per host:\n"
-              + costmodel.projection_table(model, gradients))
+        print(f"projected, {controller}, {parameters:,} float32 parameters, one rank per host:\n"
+              + costmodel.projection_table(model, parameters))
     with open(os.path.join(out, "links.json"), "w") as fh:
         json.dump({"rows": rows, "model": fitted, "checked": checked, "load": load}, fh, indent=1)
     plot(rows, checked, os.path.join(out, "links.png"))
@@ -230,7 +235,8 @@ def add_parser(sub):
     p.add_argument("--controllers", type=name_list(("mpi", "gloo")), default=["mpi", "gloo"], help="(default: mpi,gloo)")
     p.add_argument("--batches", type=size_list, default=[32, 256], help="per rank (default: 32,256)")
     p.add_argument("--variants", type=name_list(tuple(VARIANTS)), default=list(VARIANTS),
-                   help="plain, fp16 (--fp16-allreduce), bpps4 (--backward-passes-per-step 4) (default: all)")
+                   help="plain, fp16 (--fp16-allreduce), bpps4 (--backward-passes-per-step 4), small (--hidden 16) "
+                        "(default: all)")
     p.add_argument("--steps", type=positive(), default=20, help="steps per epoch (default: 20)")
     p.add_argument("--out", type=output_dir, default="runs/links", help="(default: %(default)s)")
     p.add_argument("--rows", default="", help="a sweep's links.json: fit, print and draw again from its runs")

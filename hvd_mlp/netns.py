@@ -51,6 +51,11 @@ def namespaces_usable() -> str:
     return ""
 
 
+def burst_bytes(rate_bps) -> int:
+    """The token bucket shape() gives a link: 1 ms of its rate, at least 64 kB; 0 unshaped."""
+    return max(int(rate_bps / 8 * 1e-3), 65536) if rate_bps else 0
+
+
 def launcher_env() -> dict:
     """The environment of a launcher across hosts: this venv first on PATH (HVD_MLP_VENV for the scripts), this
     checkout's hvd_mlp on every host, and no Horovod, Open MPI or Slurm settings leaking in from the caller."""
@@ -157,9 +162,8 @@ class Cluster:
         for ns in self.names:
             sh("ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", "hvd0", "root", check=False)
             if rate_bps:
-                burst = max(int(rate_bps / 8 * 1e-3), 65536)
                 sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "hvd0", "root", "tbf", "rate",
-                   f"{int(rate_bps)}bit", "burst", burst, "latency", "50ms")
+                   f"{int(rate_bps)}bit", "burst", burst_bytes(rate_bps), "latency", "50ms")
 
     def sent_bytes(self, node: int) -> int:
         """Bytes node `node` has sent on hvd0 so far: what went on the wire, headers included."""

@@ -11,8 +11,9 @@ tensor of b bytes (e elements), w = b 2(N-1)/N bytes each way on the wire (ring 
 alpha: one ring message's latency; eta: the share of the rate payload gets (headers, protocol); B_host: what the
 hosts move per second where no link limits (copies, TCP stack); gamma16: the cost of adding float16 on a CPU
 (float32's is inside B_host). Fitted per controller, in stages, each by (non-negative) least squares: alpha, B_host
-and gamma16 on the unshaped runs' transfer times (the `small` variant's model gives a third message size), eta
-on the shaped runs where the link limits, c0..o1 on all the fitted runs' steps. FIT_RATES are fitted; every other rate is held out and predicted.
+and gamma16 on the unshaped runs' median transfer times (the `small` variant's model gives a third message size;
+the median, as a peer descheduled by a busy machine stretches single transfers), eta on the shaped runs where the
+link limits, c0..o1 on all the fitted runs' steps. FIT_RATES are fitted; every other rate is held out and predicted.
 """
 import itertools
 import math
@@ -83,14 +84,14 @@ def fit(rows: list) -> dict:
     unshaped = [r for r in rows if not r["rate_bps"]]
     if len({r["wire_bytes"] for r in unshaped}) < 2:
         raise ValueError("needs unshaped runs of two message sizes")
-    alpha, inv_host, gamma16 = nnls([host_features(r) for r in unshaped], [r["collective_s"] for r in unshaped])
+    alpha, inv_host, gamma16 = nnls([host_features(r) for r in unshaped], [r["transfer_s"] for r in unshaped])
     model = {"alpha_s": alpha, "host_Bps": 1 / inv_host if inv_host else math.inf, "gamma16_s": gamma16}
     limited = []
     for r in rows:
         if r["rate_bps"]:
             link_1 = link_s({"eta": 1.0}, r["wire_bytes"], r["rate_bps"], r["burst_bytes"])
             if link_1 > host_s(model, r):  # the link, not the hosts, sets this transfer's pace
-                limited.append((link_1, r["collective_s"] - 2 * (r["world"] - 1) * alpha))
+                limited.append((link_1, r["transfer_s"] - 2 * (r["world"] - 1) * alpha))
     if not limited:
         raise ValueError("no shaped run where the link limits")
     model["eta"] = sum(x * x for x, _ in limited) / sum(x * y for x, y in limited)

@@ -99,7 +99,7 @@ def measure(run_dir: str, **setting) -> dict:
     wire = c.allreduce_bytes / steps * ring
     window = analysis.transfers(e.timeline_window.file)
     largest = max((b for _, b in window), default=0)  # the step's gradients, not the epoch's small metric sums
-    per_transfer = [8 * b * ring / (us / 1e6) for us, b in window if b > largest / 2 and us > 0]
+    gradients = [(us / 1e6, b) for us, b in window if b > largest / 2 and us > 0]
     return {**setting, "name": os.path.basename(run_dir), "world": n, "steps": steps,
             "fp16": bool(record.config.get("fp16_allreduce")), "burst_bytes": burst_bytes(setting.get("rate_bps")),
             "parameters": record.parameters,
@@ -109,7 +109,8 @@ def measure(run_dir: str, **setting) -> dict:
             "negotiate_s": c.negotiate_us / 1e6 / steps, "memcpy_s": c.memcpy_us / 1e6 / steps,
             "op_s": c.op_us / 1e6 / steps, "tensor_bytes": c.allreduce_bytes / steps, "wire_bytes": wire,
             "epoch_bps": 8 * wire / (c.collective_us / 1e6 / steps) if c.collective_us else 0.0,
-            "transfer_bps": statistics.median(per_transfer) if per_transfer else 0.0}
+            "transfer_s": statistics.median(t for t, _ in gradients) if gradients else 0.0,
+            "transfer_bps": statistics.median(8 * b * ring / t for t, b in gradients) if gradients else 0.0}
 
 
 def sweep(args, out: str) -> list:
@@ -158,7 +159,7 @@ def plot(rows: list, checked: list, path: str):
         style = "-" if key[0] == "mpi" else "--"
         ax_speed.plot([x(r) for r in mine], [r["samples_per_s"] for r in mine], style, marker="o",
                       label=f"{key[0]} b{key[1]} {key[2]}")
-        shaped = [r for r in mine if r["rate_bps"]]
+        shaped = [r for r in mine if r["rate_bps"] and r["wire_bytes"] > r["burst_bytes"]]  # more than the bucket holds
         ax_bw.plot([r["rate_bps"] / 1e6 for r in shaped], [r["transfer_bps"] / r["rate_bps"] for r in shaped], style,
                    marker="o")
     ax_bw.axhspan(0.85, 1.0, color="grey", alpha=0.2, label="within 15% of the rate")

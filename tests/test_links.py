@@ -21,7 +21,7 @@ def row(controller="mpi", rate=1e9, samples=32, variant="plain", world=2, model=
          "tensor_bytes": tensor_bytes, "wire_bytes": tensor_bytes * 2 * (world - 1) / world,
          "name": f"{controller}-{rate:g}-{samples}-{variant}"}
     step = costmodel.step_s(model, r)
-    return {**r, "collective_s": step["latency_s"] + step["bandwidth_s"], "negotiate_s": 0.7 * step["overhead_s"],
+    return {**r, "transfer_s": step["latency_s"] + step["bandwidth_s"], "negotiate_s": 0.7 * step["overhead_s"],
             "memcpy_s": 0.3 * step["overhead_s"], "step_s": step["step_s"], "wait_s": step["step_s"] - step["compute_s"]}
 
 

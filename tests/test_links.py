@@ -111,3 +111,12 @@ def test_shaped_1g_link_across_two_hosts_under_horovodrun(tmp_path):
     # on the wire: the run's every byte (2 epochs x 10 steps, the start's broadcasts, ssh): about half
     assert 0.45 < fp16["sent_bytes"] / plain["sent_bytes"] < 0.65, (fp16["sent_bytes"], plain["sent_bytes"])
     assert plain["sent_bytes"] > 20 * plain["wire_bytes"]
+
+
+def test_without_namespaces_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(links, "namespaces_usable", lambda: "network namespaces need root")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["links", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == \
+        "hvd_mlp.bench: error: bench links builds two hosts with network namespaces: network namespaces need root"

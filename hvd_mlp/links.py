@@ -154,14 +154,17 @@ def plot(rows: list, checked: list, path: str):
     fig, (ax_speed, ax_bw, ax_model) = plt.subplots(1, 3, figsize=(15, 4.6))
     top = max(r["rate_bps"] for r in rows) * 4 or 4e10
     x = lambda r: r["rate_bps"] or top  # noqa: E731  (unshaped: drawn right of the fastest rate)
+    kinds = sorted({(r["batch"], r["variant"]) for r in rows})
     for key in sorted({(r["controller"], r["batch"], r["variant"]) for r in rows}):
         mine = sorted((r for r in rows if (r["controller"], r["batch"], r["variant"]) == key), key=x)
-        style = "-" if key[0] == "mpi" else "--"
-        ax_speed.plot([x(r) for r in mine], [r["samples_per_s"] for r in mine], style, marker="o",
-                      label=f"{key[0]} b{key[1]} {key[2]}")
+        # colour: batch and variant; line: MPI solid, Gloo dashed
+        look = {"color": f"C{kinds.index(key[1:]) % 10}", "linestyle": "-" if key[0] == "mpi" else "--", "marker": "o"}
+        ax_speed.plot([x(r) for r in mine], [r["samples_per_s"] for r in mine], **look,
+                      label=f"b{key[1]} {key[2]}" if key[0] == rows[0]["controller"] else None)
         shaped = [r for r in mine if r["rate_bps"] and r["wire_bytes"] > r["burst_bytes"]]  # more than the bucket holds
-        ax_bw.plot([r["rate_bps"] / 1e6 for r in shaped], [r["transfer_bps"] / r["rate_bps"] for r in shaped], style,
-                   marker="o")
+        ax_bw.plot([r["rate_bps"] / 1e6 for r in shaped], [r["transfer_bps"] / r["rate_bps"] for r in shaped], **look)
+    for controller, line in (("MPI", "-"), ("Gloo", "--")):
+        ax_speed.plot([], [], color="k", linestyle=line, label=controller)
     ax_bw.axhspan(0.85, 1.0, color="grey", alpha=0.2, label="within 15% of the rate")
     ax_speed.set(xscale="log", yscale="log", xlabel="link rate, bit/s (rightmost: unshaped)", ylabel="samples/s",
                  title="throughput, np=2 across two hosts")

@@ -85,8 +85,8 @@ def run_across(cluster: Cluster, controller: str, args: list, timeout: int = 600
                               f"--{controller}", "--nic", "hvd0", "--start-timeout", "60", "--", *args],
                           timeout=timeout, env=launcher_env())
     if proc.returncode:
-        raise UserError(f"training across the hosts failed ({controller}): "
-                        f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise UserError(f"training across the hosts failed ({controller}): {last[0]}")
     return cluster.sent_bytes(0) - before
 
 
@@ -97,7 +97,8 @@ def measure(run_dir: str, **setting) -> dict:
     c, n, steps = e.comm, e.world_size, e.steps
     ring = 2 * (n - 1) / n
     wire = c.allreduce_bytes / steps * ring
-    window = analysis.transfers(e.timeline_window.file)
+    # the window file beside results.json, wherever the run directory was moved
+    window = analysis.transfers(os.path.join(os.path.dirname(record.path), os.path.basename(e.timeline_window.file)))
     largest = max((b for _, b in window), default=0)  # the step's gradients, not the epoch's small metric sums
     gradients = [(us / 1e6, b) for us, b in window if b > largest / 2 and us > 0]
     return {**setting, "name": os.path.basename(run_dir), "world": n, "steps": steps,

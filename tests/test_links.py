@@ -103,7 +103,8 @@ def test_shaped_1g_link_across_two_hosts_under_horovodrun(tmp_path):
             measured[variant] = {**links.measure(run_dir), "sent_bytes": sent}
     plain, fp16 = measured["plain"], measured["fp16"]
     assert plain["world"] == 2 and plain["tensor_bytes"] == 4 * PARAMETERS
-    assert 0.3e9 < plain["transfer_bps"] < 1e9 and 0 < plain["epoch_bps"] < 1e9, plain  # the link sets the pace
+    # the link sets the pace (a floor far below it: a busy machine stretches transfers too)
+    assert 0.2e9 < plain["transfer_bps"] < 1e9 and 0 < plain["epoch_bps"] < 1e9, plain
     # a transfer may beat the rate by the token bucket's burst, let out at once after the step's compute
     burst = netns.burst_bytes(1e9)
     assert 0 < fp16["transfer_bps"] < 1e9 * fp16["wire_bytes"] / (fp16["wire_bytes"] - burst), fp16

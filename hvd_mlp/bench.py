@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from hvd_mlp import elastic_bench, generate, results
+from hvd_mlp import elastic_bench, generate, links, results
 from hvd_mlp.commbench import MODEL_FLOATS
 from hvd_mlp.errors import ArgumentParser, UserError, command_line, output_dir, output_file, positive
 
@@ -237,9 +237,10 @@ def main(argv=None):
     c = sub.add_parser("compare", help="hvd_mlp against the seed's DDP design, side by side")
     c.add_argument("--repeats", type=positive(int), default=2, help="runs of each (default: 2)")
     elastic_bench.add_parser(sub)
+    links.add_parser(sub)
     args = parser.parse_args(argv)
     {"timeline": bench_timeline, "recording": bench_recording, "scaling": bench_scaling,
-     "compare": bench_compare, "elastic": elastic_bench.bench_elastic}[args.command](args)
+     "compare": bench_compare, "elastic": elastic_bench.bench_elastic, "links": links.bench_links}[args.command](args)
 
 
 if __name__ == "__main__":

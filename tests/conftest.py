@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from hvd_mlp.netns import launcher_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 HOROVODRUN = os.path.join(BIN, "horovodrun")
@@ -20,14 +22,6 @@ def horovodrun(np_: int, controller: str, command: list, timeout: int = 240, env
     full_env = {**inherited, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **(env or {})}
     cmd = [HOROVODRUN, "-np", str(np_), "-H", f"localhost:{np_}", f"--{controller}", *command]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
-
-
-def launcher_env(**extra) -> dict:
-    """The environment of a launcher across hosts: this venv first on PATH (HVD_MLP_VENV for the scripts), this
-    checkout's hvd_mlp on every host, and no Horovod, Open MPI or Slurm settings leaking in from the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_", "SLURM_"))}
-    return {**env, "PATH": f"{BIN}:{env.get('PATH', '')}", "HVD_MLP_VENV": os.path.dirname(BIN), "PYTHONPATH": REPO,
-            **extra}
 
 
 def train_across(cluster, controller: str, out, timeout: int = 300):

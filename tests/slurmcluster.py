@@ -1,4 +1,4 @@
-"""A real two-node Slurm cluster on the test hosts of netns.py: Debian's munged, slurmctld and one slurmd per node.
+"""A real two-node Slurm cluster on the test hosts of hvd_mlp/netns.py: Debian's munged, slurmctld and one slurmd per node.
 
     with SlurmCluster(2, workdir) as cluster:
         job = cluster.slurm(0, "sbatch", "--parsable", "job.sbatch").stdout.strip()   # a client on node1
@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import time
 
-from netns import SUBNET, Cluster, namespaces_usable, sh
+from hvd_mlp.netns import SUBNET, Cluster, namespaces_usable, sh
 
 PROGRAMS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "scancel", "scontrol", "sinfo")
 CONTROLLER = ("ctl", f"{SUBNET}.254")

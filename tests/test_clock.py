@@ -14,7 +14,7 @@ import pytest
 
 from conftest import train_across
 from hvd_mlp.timeline import merge
-from netns import Cluster, namespaces_usable
+from hvd_mlp.netns import Cluster, namespaces_usable
 
 FAKETIME = (glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + [""])[0]
 OFFSET_US = 2_000_000

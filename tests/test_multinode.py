@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, SMALL_RUN, check_two_host_run, launcher_env, train_across
 from hvd_mlp import elastic_bench, results
-from netns import Cluster, namespaces_usable
+from hvd_mlp.netns import Cluster, namespaces_usable
 
 WHY_NOT = namespaces_usable()
 pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "namespaces usable")

@@ -57,6 +57,17 @@ def test_union_not_sum_for_fused_tensors(two_steps):
     assert {x["name"] for x in report["tensors"]} == {"allreduce.w", "allreduce.b"}
 
 
+def test_transfers_one_per_fused_step(two_steps, tmp_path):
+    """Per transfer: the fused tensors' collective spans as one (us, bytes of both tensors), step by step."""
+    assert analysis.transfers(str(two_steps)) == [(70, 2 * 250 * 4), (70, 2 * 250 * 4)]
+    # spans a few us apart (as Horovod writes them for the tensors of one fused op) still make one transfer
+    skewed = fused_step(1000)
+    skewed[skewed.index({"ph": "B", "name": "MPI_ALLREDUCE", "ts": 1020, "pid": 2})]["ts"] = 1023
+    path = tmp_path / "skewed.json"
+    path.write_text(horovod_text(skewed))
+    assert analysis.transfers(str(path)) == [(70, 2000)]
+
+
 def test_epoch_clipping(two_steps):
     epochs = [{"epoch": 1, "start_unix_us": ORIGIN + 0, "end_unix_us": ORIGIN + 1050, "comm_wait_s": 0.00001},
               {"epoch": 2, "start_unix_us": ORIGIN + 1050, "end_unix_us": ORIGIN + 3000}]

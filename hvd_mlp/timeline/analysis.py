@@ -178,6 +178,30 @@ def with_shares(row: dict, comm_wait_s) -> dict:
     return row
 
 
+def transfers(path: str) -> list:
+    """(us, tensor bytes) of each transfer in a timeline: the union of overlapping collective spans (fused tensors
+    share one, a few us apart) and the bytes of the ALLREDUCE ops they carried. Per transfer, not per epoch: a
+    stalled one (the peer descheduled) shows as itself instead of diluting the rest."""
+    stacks, carried, spans = collections.defaultdict(list), {}, []
+    for ev in iter_events(path, []):
+        stack = stacks[ev.get("pid")]
+        if ev["ph"] == "B":
+            stack.append((ev["name"], ev["ts"]))
+        elif ev["ph"] == "E" and stack:
+            name, start = stack.pop()
+            if classify(name, len(stack)) == "collective":
+                carried[ev["pid"]] = (start, ev["ts"])
+            elif name == "ALLREDUCE" and ev["pid"] in carried:
+                spans.append((*carried.pop(ev["pid"]), tensor_bytes(ev.get("args"))))
+    merged = []
+    for start, end, nbytes in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = [merged[-1][0], max(end, merged[-1][1]), merged[-1][2] + nbytes]
+        else:
+            merged.append([start, end, nbytes])
+    return [(end - start, nbytes) for start, end, nbytes in merged]
+
+
 def tensor_bytes(args) -> int:
     if not args or "shape" not in args:
         return 0

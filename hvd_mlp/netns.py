@@ -1,8 +1,9 @@
-"""Test hosts on this machine: network namespaces on a private bridge, each with its own hostname and sshd.
+"""Hosts on this machine: network namespaces on a private bridge, each with its own hostname and sshd.
 
     with Cluster(2, workdir) as cluster:
         cluster.run_on(0, ["horovodrun", ...])   # the launcher runs on node1 (start_on: without waiting)
         cluster.lose(1); cluster.bring_back(1)   # node2 gone (every process, sshd too), then its sshd again
+        cluster.shape(1e9)                       # every host's link at 1 Gbit/s each way (None: unshaped)
 
 Layout: namespace <prefix>sw holds a bridge; each node namespace <prefix>nK holds one end of a veth pair (named
 hvd0, address 10.199.77.K/24), the other end on the bridge. Nothing is added to the machine's own network
@@ -11,7 +12,14 @@ namespace) and sees a private ~/.ssh (a bind mount in its own mount namespace) h
 that keeps known_hosts out of root's home. Each node runs sshd so, listening only on its address, root login by
 that key, its own AuthorizedKeysFile. /etc/netns/<ns>/hosts (which `ip netns exec` mounts over /etc/hosts) names
 the nodes. Everything is removed on exit, also after a failure: daemons and whatever still runs in a namespace.
+The multi-node tests and `python -m hvd_mlp.bench links` build their hosts with it.
+
+shape() puts a token bucket (tc tbf) on each node's hvd0, its egress: every byte from one host to another passes
+exactly one, as a full-duplex NIC of that rate would. tbf counts whole frames (Ethernet + IP + TCP headers), so a
+TCP stream's payload tops out ~4% below the rate. The burst is kept small (1 ms of the rate, at least 64 kB for
+the veth's GSO frames): a bucket that refills during a step's compute would let a whole allreduce out unshaped.
 """
+import json
 import os
 import shlex
 import shutil
@@ -41,6 +49,20 @@ def namespaces_usable() -> str:
         return f"cannot create a network namespace here: {proc.stderr.strip()}"
     sh("ip", "netns", "del", probe, check=False)
     return ""
+
+
+def burst_bytes(rate_bps) -> int:
+    """The token bucket shape() gives a link: 1 ms of its rate, at least 64 kB; 0 unshaped."""
+    return max(int(rate_bps / 8 * 1e-3), 65536) if rate_bps else 0
+
+
+def launcher_env() -> dict:
+    """The environment of a launcher across hosts: this venv first on PATH (HVD_MLP_VENV for the scripts), this
+    checkout's hvd_mlp on every host, and no Horovod, Open MPI or Slurm settings leaking in from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_", "SLURM_"))}
+    bin_dir = os.path.dirname(sys.executable)
+    return {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}", "HVD_MLP_VENV": os.path.dirname(bin_dir),
+            "PYTHONPATH": REPO}
 
 
 class Cluster:
@@ -136,9 +158,22 @@ class Cluster:
     def hostfile(self, slots=1) -> str:
         path = os.path.join(self.dir, "hostfile")
         with open(path, "w") as fh:
-            fh.write("# written by tests/netns.py\n\n")  # comments and blanks: launch.sh must cope
+            fh.write("# written by hvd_mlp/netns.py\n\n")  # comments and blanks: launch.sh must cope
             fh.writelines(f"{a} slots={slots}\n" for a in self.addresses)
         return path
+
+    def shape(self, rate_bps):
+        """Every node's link at rate_bps bits/s each way (tc tbf on its hvd0); None: no shaping (replaces any)."""
+        for ns in self.names:
+            sh("ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", "hvd0", "root", check=False)
+            if rate_bps:
+                sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "hvd0", "root", "tbf", "rate",
+                   f"{int(rate_bps)}bit", "burst", burst_bytes(rate_bps), "latency", "50ms")
+
+    def sent_bytes(self, node: int) -> int:
+        """Bytes node `node` has sent on hvd0 so far: what went on the wire, headers included."""
+        out = sh("ip", "netns", "exec", self.names[node], "ip", "-s", "-j", "link", "show", "dev", "hvd0").stdout
+        return json.loads(out)[0]["stats64"]["tx"]["bytes"]
 
     def _on_host(self, ns: str, hostname: str, cmd: list) -> list:
         """The command line that runs cmd as on a host: in namespace ns, under its own hostname, with a private
@@ -188,9 +223,3 @@ class Cluster:
             sh("ip", "netns", "del", ns, check=False)
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
 
-
-def launcher_env() -> dict:
-    """This environment for scripts/launch.sh: the test's venv first, no Horovod or Open MPI settings of its own."""
-    venv = os.path.dirname(os.path.dirname(sys.executable))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_"))}
-    return {**env, "HVD_MLP_VENV": venv, "PATH": f"{venv}/bin:{env['PATH']}"}

@@ -24,7 +24,7 @@ PARTS = ("floor_ms", "inflation_ms", "wait_ms", "other_ms")  # add up to step_ms
 TIMELINE = ("negotiate_ms", "memcpy_ms", "collective_ms")
 
 
-def batch_list(text: str) -> list:
+def positive_list(text: str) -> list:
     """An argparse type: comma-separated whole numbers > 0."""
     try:
         values = [int(part) for part in text.split(",")]
@@ -147,9 +147,9 @@ def bench_efficiency(args):
 
 def add_parser(sub):
     p = sub.add_parser("efficiency", help="np=N against the single-rank compute floor: efficiency and step breakdown")
-    p.add_argument("--batches", type=batch_list, default=[32, 64, 256],
+    p.add_argument("--batches", type=positive_list, default=[32, 64, 256],
                    help="per-rank batch sizes (default: 32,64,256)")
-    p.add_argument("--np", type=batch_list, default=[2, 4], help="rank counts besides the floor (default: 2,4)")
+    p.add_argument("--np", type=positive_list, default=[2, 4], help="rank counts besides the floor (default: 2,4)")
     p.add_argument("--repeats", type=positive(int), default=3, help="runs of each (default: 3)")
     p.add_argument("--controller", choices=("mpi", "gloo"), default="mpi", help="horovodrun's (default: mpi)")
     p.add_argument("--samples", type=positive(int), default=60000,

@@ -109,7 +109,7 @@ def train(cfg):
         torch.cuda.set_device(hvd.local_rank())  # HVD: one GPU per local rank
     device = torch.device("cuda" if use_cuda else "cpu")
     if cfg.bind_cores:  # np=2: 1.6-4.3x the samples/s unpinned, MPI and Gloo (performance.md)
-        bind_to_cores(hvd.local_rank(), hvd.local_size(), cfg.threads)  # HVD
+        bind_to_cores(hvd.local_rank(), hvd.local_size())  # HVD
     # Adam's moments of never-active weights decay into denormal floats, which x86 computes ~100x slower:
     # flushing them to zero took the fused Adam step from 2.6 to 0.45 ms on one core (docs/performance.md)
     torch.set_flush_denormal(True)
@@ -167,13 +167,14 @@ def train(cfg):
               f"results in {os.path.join(run_dir, results.FILE)}", flush=True)
 
 
-def bind_to_cores(local_rank: int, local_size: int, threads: int = 0) -> list:
+def bind_to_cores(local_rank: int, local_size: int) -> list:
     """Pin every thread of this rank (Horovod's and MPI's, started by hvd.init(); torch's, started later, inherit)
-    to its own share of the cores this process may use: `threads` cores, at most cores / ranks (ranks outnumbering
-    the cores: one core each, round robin). Unpinned, the two ranks' compute and background threads migrate across
-    both cores and preempt each other. Returns the cores."""
+    to its own share, cores / ranks, of the cores this process may use (ranks outnumbering the cores: one core each,
+    round robin). Unpinned, two ranks' compute and background threads migrate across both cores and preempt each
+    other. A lone rank keeps every core, even with one torch thread: pinned to one, its background thread took
+    turns with its compute (1.2-1.85x slower, performance.md). Returns the cores."""
     cores = sorted(os.sched_getaffinity(0))
-    share = min(threads or len(cores), len(cores) // local_size)
+    share = len(cores) // local_size
     mine = set(cores[local_rank * share:(local_rank + 1) * share] if share else [cores[local_rank % len(cores)]])
     for tid in os.listdir("/proc/self/task"):
         try:

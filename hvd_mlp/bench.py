@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from hvd_mlp import elastic_bench, generate, links, results
+from hvd_mlp import efficiency, elastic_bench, generate, links, results
 from hvd_mlp.commbench import MODEL_FLOATS
 from hvd_mlp.errors import ArgumentParser, UserError, command_line, output_dir, output_file, positive
 
@@ -89,9 +89,9 @@ def horovodrun(np_: int, controller: str, module: str, args: list) -> list:
             sys.executable, "-m", module, *map(str, args)]
 
 
-def run_training(np_: int, controller: str, train_args: list, out_dir: str) -> dict:
-    """One hvd_mlp training under the real horovodrun; its results.json."""
-    env = {k: v for k, v in os.environ.items() if k != "HOROVOD_TIMELINE"}
+def run_training(np_: int, controller: str, train_args: list, out_dir: str, env: dict = None) -> dict:
+    """One hvd_mlp training under the real horovodrun, with `env` added to the environment; its results.json."""
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "HOROVOD_TIMELINE"}
     proc = subprocess.run(horovodrun(np_, controller, "hvd_mlp.train", [*train_args, "--output-dir", out_dir]),
                           capture_output=True, text=True, env={**env, "PATH": f"{BIN}:{env['PATH']}"})
     if proc.returncode:
@@ -236,11 +236,13 @@ def main(argv=None):
     sc.add_argument("--out", type=output_dir, help="where the figures go (default: the sweep's run directory)")
     c = sub.add_parser("compare", help="hvd_mlp against the seed's DDP design, side by side")
     c.add_argument("--repeats", type=positive(int), default=2, help="runs of each (default: 2)")
+    efficiency.add_parser(sub)
     elastic_bench.add_parser(sub)
     links.add_parser(sub)
     args = parser.parse_args(argv)
-    {"timeline": bench_timeline, "recording": bench_recording, "scaling": bench_scaling,
-     "compare": bench_compare, "elastic": elastic_bench.bench_elastic, "links": links.bench_links}[args.command](args)
+    {"timeline": bench_timeline, "recording": bench_recording, "scaling": bench_scaling, "compare": bench_compare,
+     "efficiency": efficiency.bench_efficiency, "elastic": elastic_bench.bench_elastic,
+     "links": links.bench_links}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ class Config:
     commit_every: int = _opt(20, "elastic: commit the state every N steps (and at every epoch end)")
     # machine
     threads: int = _opt(0, "torch threads per rank; 0 = cores / ranks on this host")
+    bind_cores: bool = _opt(True, "pin each rank, with all its threads, to its own share of the cores (cores / "
+                                  "ranks; one core each, round robin, when ranks outnumber them)")
     device: str = _opt("auto", "auto | cpu | cuda (auto: cuda pinned to the local rank when available)",
                        choices=("auto", "cpu", "cuda"))
     # output

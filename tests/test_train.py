@@ -201,3 +201,26 @@ def test_world_line_tells_the_change():
     grown = results.WorldChange(epoch=5, samples_done=0, size=4, hosts=["a", "b", "b", "c"], unix_us=0,
                                 previous_size=2, lost_hosts=["x"], added_hosts=["b", "b", "c"], step=0)
     assert world_line(grown) == "world: 2 -> 4 ranks (lost host x; added hosts b, c) at epoch 5, step 0"
+
+
+BIND = """import os, sys, threading
+from hvd_mlp.train import bind_to_cores
+os.sched_setaffinity(0, set(map(int, sys.argv[3].split(","))))
+started = threading.Event()
+t = threading.Thread(target=lambda: (started.set(), threading.Event().wait(5)), daemon=True)  # like Horovod's
+t.start(); started.wait()
+mine = bind_to_cores(*map(int, sys.argv[1:3]))
+print(mine, sorted(os.sched_getaffinity(0)), sorted(os.sched_getaffinity(t.native_id)))"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
+@pytest.mark.parametrize("local_rank, local_size, allowed, cores", [
+    (1, 2, "0,1", [1]),  # its own core
+    (0, 1, "0,1", [0, 1]),  # one rank: all of them
+    (3, 4, "0,1", [1]),  # more ranks than cores: round robin
+    (1, 2, "1", [1]),  # bound by the launcher already: stays there
+])
+def test_bind_to_cores_pins_every_thread_of_the_rank(local_rank, local_size, allowed, cores):
+    proc = subprocess.run([sys.executable, "-c", BIND, str(local_rank), str(local_size), allowed],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == f"{cores} {cores} {cores}", proc.stderr[-2000:]

@@ -120,7 +120,7 @@ def train(cfg):
     if use_cuda:
         torch.cuda.set_device(hvd.local_rank())  # HVD: one GPU per local rank
     device = torch.device("cuda" if use_cuda else "cpu")
-    if cfg.bind_cores:  # np=2: 1.6-4.3x the samples/s unpinned, MPI and Gloo (performance.md)
+    if cfg.bind_cores:  # np=2: 1.3-4.3x the samples/s unpinned, MPI and Gloo (performance.md)
         bind_to_cores(hvd.local_rank(), hvd.local_size())  # HVD
     # Adam's moments of never-active weights decay into denormal floats, which x86 computes ~100x slower:
     # flushing them to zero took the fused Adam step from 2.6 to 0.45 ms on one core (docs/performance.md)

@@ -40,9 +40,10 @@ UNITS = {"k": 1e3, "m": 1e6, "g": 1e9}
 def rate_list(text: str) -> list:
     """'100M,1G,none' -> [1e8, 1e9, 0] (bits/s; 0 = unshaped)."""
     rates = []
-    for token in text.lower().split(","):
-        found = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg])(?:bit)?", token.strip())
-        if token.strip() in ("none", "0"):
+    for token in text.split(","):
+        rate = token.strip().lower()
+        found = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg])(?:bit)?", rate)
+        if rate in ("none", "0"):
             rates.append(0)
         elif found and float(found[1]) > 0:
             rates.append(float(found[1]) * UNITS[found[2]])

@@ -17,22 +17,11 @@ import statistics
 import tempfile
 
 from hvd_mlp import bench, results
-from hvd_mlp.errors import positive
+from hvd_mlp.errors import positive, positive_list
 
 FLOOR = "floor"  # the np=1 single-thread run's name in the table
 PARTS = ("floor_ms", "inflation_ms", "wait_ms", "other_ms")  # add up to step_ms
 TIMELINE = ("negotiate_ms", "memcpy_ms", "collective_ms")
-
-
-def positive_list(text: str) -> list:
-    """An argparse type: comma-separated whole numbers > 0."""
-    try:
-        values = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers > 0, got {text!r}") from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"must all be > 0, got {text}")
-    return values
 
 
 def variant(text: str) -> tuple:

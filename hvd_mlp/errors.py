@@ -91,6 +91,17 @@ def positive(kind=int):
     return parse
 
 
+def positive_list(text: str) -> list:
+    """An argparse type: comma-separated whole numbers > 0."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers > 0, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"must all be > 0, got {text}")
+    return values
+
+
 def non_negative_int(text):
     """An argparse type: a whole number >= 0."""
     try:

@@ -28,7 +28,7 @@ import time
 
 from hvd_mlp import costmodel, results
 from hvd_mlp.timeline import analysis
-from hvd_mlp.errors import UserError, output_dir, positive
+from hvd_mlp.errors import UserError, output_dir, positive, positive_list
 from hvd_mlp.netns import REPO, Cluster, burst_bytes, launcher_env, namespaces_usable
 
 # small: a 16-unit model (51 kB of gradients), for the cost model's per-message latency
@@ -59,10 +59,6 @@ def name_list(allowed):
             raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(allowed)}, got {text!r}")
         return items
     return parse
-
-
-def size_list(text: str) -> list:
-    return [positive()(t) for t in text.split(",")]
 
 
 def rate_name(rate_bps: float) -> str:
@@ -239,7 +235,7 @@ def add_parser(sub):
     p.add_argument("--rates", type=rate_list, default=rate_list("100M,1G,10G,none"),
                    help="link rates, bit/s with k/M/G; none = unshaped (default: 100M,1G,10G,none)")
     p.add_argument("--controllers", type=name_list(("mpi", "gloo")), default=["mpi", "gloo"], help="(default: mpi,gloo)")
-    p.add_argument("--batches", type=size_list, default=[32, 256], help="per rank (default: 32,256)")
+    p.add_argument("--batches", type=positive_list, default=[32, 256], help="per rank (default: 32,256)")
     p.add_argument("--variants", type=name_list(tuple(VARIANTS)), default=list(VARIANTS),
                    help="plain, fp16 (--fp16-allreduce), bpps4 (--backward-passes-per-step 4), small (--hidden 16) "
                         "(default: all)")

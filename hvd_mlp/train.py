@@ -137,10 +137,12 @@ def train(cfg):
     opt_kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "fused": cfg.fused_optimizer}
     optimizer = torch.optim.Adam(model.parameters(), **opt_kw) if cfg.optimizer == "adam" else \
         torch.optim.SGD(model.parameters(), momentum=cfg.momentum, **opt_kw)
-    optimizer = hvd.DistributedOptimizer(  # HVD: gradients are averaged by allreduce during backward
+    optimizer = hvd.DistributedOptimizer(  # HVD: gradients are summed by allreduce during backward
         optimizer, named_parameters=model.named_parameters(),
         compression=hvd.Compression.fp16 if cfg.fp16_allreduce else hvd.Compression.none,
-        op=hvd.Adasum if cfg.adasum else hvd.Average,
+        # a sum of gradients already divided by the world size (train_step) is their average; Average would have
+        # Horovod scale the summed buffer afterwards, a scalar loop that took 7% of the CPU (docs/performance.md)
+        op=hvd.Adasum if cfg.adasum else hvd.Sum,
         backward_passes_per_step=cfg.backward_passes_per_step,
         # HVD: k groups, each reduced as one once all of it is ready. Not elastic: with groups the constructor
         # broadcasts the parameter order, a collective that a joining worker would run while the others sync the
@@ -244,12 +246,13 @@ def train_step(model, optimizer, micro_batches: list, adasum: bool) -> tuple:
     t_compute = time.perf_counter()
     optimizer.zero_grad()  # torch >= 2 sets grads to None: no memset per step
     loss_sum, correct, samples = 0.0, 0, 0
+    # with accumulation the mean over the micro-batches is the gradient of their union; dividing by the world size
+    # here makes Horovod's sum the average over the ranks (Adasum combines the ranks' gradients its own way)
+    shares = len(micro_batches) * (1 if adasum else hvd.size())  # HVD: the world's size now (elastic: it changes)
     for xb, yb in micro_batches:
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
-        # backward hooks start each gradient's allreduce as soon as it is ready (overlap); with accumulation the
-        # mean over the micro-batches is the gradient of their union
-        (loss / len(micro_batches)).backward()
+        (loss / shares).backward()  # backward hooks start each gradient's allreduce as soon as it is ready
         t_wait = time.perf_counter()  # after the last backward, every gradient hook has handed its tensor over
         loss_sum += loss.detach() * len(yb)  # running sums stay tensors: no host sync per step
         correct += (logits.argmax(1) == yb).sum()

@@ -176,8 +176,8 @@ fi
 
 # ---------------------------------------------------------------- 1. system packages (Open MPI, compiler, cmake)
 STEP="system packages"
-DEBS=(g++ make cmake openssh-client openssh-server iproute2 faketime)
-TOOLS=(c++ make cmake)
+DEBS=(g++ make cmake patch openssh-client openssh-server iproute2 faketime)
+TOOLS=(c++ make cmake patch)
 if [ $MPI -eq 1 ]; then DEBS=(openmpi-bin libopenmpi-dev "${DEBS[@]}"); TOOLS+=(mpicxx mpirun); fi
 missing=()
 if [ -n "$OFFLINE" ]; then  # no apt without a network: the build tools must be there, from wherever
@@ -254,7 +254,7 @@ fi
 # ---------------------------------------------------------------- 5. Horovod, patched, wheel cached
 STEP="horovod"
 FLAVOUR=$([ $GPU -eq 1 ] && echo nccl || echo cpu)$([ $MPI -eq 0 ] && echo -nompi || true)
-PATCHES=p6  # bump when the patches below change: the cache key must name what was built
+PATCHES=p7  # bump when the patches below change: the cache key must name what was built
 WHEEL_DIR=$CACHE/wheels/horovod-$HOROVOD_VERSION-torch-${TORCH_VERSION//+/_}-$PY_TAG-$FLAVOUR-$PATCHES
 MARKER=$VENV/.hvd_mlp-horovod-wheel  # which cached wheel this venv holds
 installed_horovod() { "$PY" -c 'import horovod.torch' 2>/dev/null && [ "$(cat "$MARKER" 2>/dev/null)" = "$WHEEL_DIR" ]; }
@@ -311,6 +311,12 @@ if [ -z "$(ls "$WHEEL_DIR"/horovod-*.whl 2>/dev/null)" ]; then
     && [ "$(grep -c 'initialization_failed = false;' "$OPS")" = 2 ] \
     && grep -q 'meet again' "$SRC/horovod/torch/elastic/__init__.py" \
     || fail "the elastic init patch no longer applies to operations.cc or torch/elastic/__init__.py"
+  # (7) performance, with as many ranks as cores: Horovod's background thread ran a negotiation round with the other
+  # ranks every cycle (0.1 ms here) also while they compute with nothing queued, and synchronize() polled its handle
+  # in a yield() loop; both took the core the rank computes on. The background thread now sleeps until a tensor is
+  # queued, synchronize() until its handle is done (HOROVOD_IDLE_WAIT=0, HOROVOD_BLOCKING_WAIT=0: as before)
+  patch -s -p1 -d "$SRC" <"$REPO/scripts/horovod-idle-wait.patch" \
+    || fail "the idle-wait patch (scripts/horovod-idle-wait.patch) no longer applies to this Horovod source"
   export CMAKE_POLICY_VERSION_MINIMUM=3.5                    # CMake >= 4 rejects the bundled gloo's old minimum
   export CXXFLAGS="${CXXFLAGS:-} -include cstdint -include string"  # GCC >= 13 no longer includes these transitively
   export HOROVOD_WITH_PYTORCH=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 HOROVOD_WITH_GLOO=1

@@ -3,8 +3,9 @@
     python -m hvd_mlp.bench efficiency [--batches 32,64,256] [--np 2,4] [--repeats 3] [--controller mpi]
         [--variant "NAME: KEY=VALUE --train-flag ..."]
 
-Each repeat runs, batch by batch, the floor (np=1, --threads 1, the same batch and data) and then np=N under
-horovodrun, so that machine noise hits all of them alike; with --variant, each np=N run is followed by the same run
+Each repeat runs, batch by batch, the floor (np=1, --threads 1, the same batch and data), the floor again with every
+step through Horovod's allreduce path ("np=1 horovod": what Horovod's own work costs with no peer to wait for and a
+spare core for its background thread) and then np=N under horovodrun, so that machine noise hits all of them alike; with --variant, each np=N run is followed by the same run
 with the variant's environment and training flags (a lever measured against the defaults in the same repeat).
 Efficiency = np=N samples/s / (N x the floor's samples/s of the same repeat). A step of np=N splits into the
 floor's compute, the compute inflation over it, the wait in synchronize() and the loop's other work (they add up to
@@ -20,6 +21,8 @@ from hvd_mlp import bench, results
 from hvd_mlp.errors import positive, positive_list
 
 FLOOR = "floor"  # the np=1 single-thread run's name in the table
+# the floor through Horovod: at one rank DistributedOptimizer registers its allreduce hooks only in elastic mode
+SOLO = ("np=1 horovod", 1, {"HOROVOD_ELASTIC": "1"}, ["--threads", 1])
 PARTS = ("floor_ms", "inflation_ms", "wait_ms", "other_ms")  # add up to step_ms
 TIMELINE = ("negotiate_ms", "memcpy_ms", "collective_ms")
 
@@ -31,7 +34,7 @@ def variant(text: str) -> tuple:
         tokens = shlex.split(rest)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"cannot split {text!r}: {e}") from None
-    if not sep or not name.strip() or not tokens or name.strip() == FLOOR:
+    if not sep or not name.strip() or not tokens or name.strip() in (FLOOR, SOLO[0]):
         raise argparse.ArgumentTypeError(f"expected 'NAME: KEY=VALUE ... --train-flag ...', got {text!r}")
     flags_from = next((i for i, t in enumerate(tokens) if t.startswith("-")), len(tokens))
     env = dict(t.split("=", 1) for t in tokens[:flags_from] if "=" in t)
@@ -71,7 +74,7 @@ def measure(args) -> list:
     common = ["--dataset", "synthetic", "--synthetic-size", args.samples, "--epochs", args.epochs,
               "--log-every", 0, "--checkpoint-every", 0, "--timeline-mode", "window",
               "--timeline-steps", args.timeline_steps]
-    configs = []  # (name, np, environment, training flags): each np=N, then its variants
+    configs = [SOLO]  # (name, np, environment, training flags): each np=N, then its variants
     for n in args.np:
         configs += [(f"np={n}", n, {}, []), *((f"np={n} {v}", n, env, flags) for v, env, flags in args.variant)]
     rows = []

@@ -62,8 +62,9 @@ def test_bad_flags_are_one_line(args, message):
 
 
 def test_a_small_real_run(monkeypatch, capsys):
-    """The floor and np=2 under the real horovodrun: the printed table holds the runs' own figures."""
-    epochs = []  # the steady epoch of each run, in order: floor, np=2
+    """The floor, the floor through Horovod and np=2 under the real horovodrun: the printed table holds the runs'
+    own figures."""
+    epochs = []  # the steady epoch of each run, in order: floor, np=1 horovod, np=2
 
     def spy(*args, **kwargs):
         res = real(*args, **kwargs)
@@ -75,14 +76,19 @@ def test_a_small_real_run(monkeypatch, capsys):
                 "--timeline-steps", "5"])
     out = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(out) if line.split()[:2] == ["batch", "run"])
-    floor, np2 = (line.replace("|", " ").split() for line in out[header + 1:header + 3])
-    assert floor[:2] == ["16", "floor"] and np2[:2] == ["16", "np=2"] and len(out) == header + 4
-    assert [float(v.replace(",", "")) for v in (floor[2], np2[2])] == pytest.approx(
+    floor, solo, np2 = (line.replace("|", " ").split() for line in out[header + 1:header + 4])
+    assert floor[:2] == ["16", "floor"] and solo[:3] == ["16", "np=1", "horovod"] and np2[:2] == ["16", "np=2"]
+    assert len(out) == header + 5
+    del solo[2]  # the name's second word: now in the columns of the others
+    assert [float(v.replace(",", "")) for v in (floor[2], solo[2], np2[2])] == pytest.approx(
         [e["samples_per_s"] for e in epochs], abs=0.5)
     assert float(np2[4].rstrip("%")) == pytest.approx(
-        100 * epochs[1]["samples_per_s"] / (2 * epochs[0]["samples_per_s"]), abs=0.5)
+        100 * epochs[2]["samples_per_s"] / (2 * epochs[0]["samples_per_s"]), abs=0.5)
+    assert float(solo[4].rstrip("%")) == pytest.approx(100 * epochs[1]["samples_per_s"] / epochs[0]["samples_per_s"],
+                                                       abs=0.5)
+    assert float(solo[9]) > float(floor[9])  # its steps waited for Horovod's allreduce; the floor's for nothing
     step, floor_ms, inflation, wait, other, negotiate, copies, transfer = map(float, np2[6:14])
-    assert step == pytest.approx(1e3 * epochs[1]["epoch_time_s"] / epochs[1]["steps"], abs=0.006)
+    assert step == pytest.approx(1e3 * epochs[2]["epoch_time_s"] / epochs[2]["steps"], abs=0.006)
     assert floor_ms == pytest.approx(1e3 * epochs[0]["compute_s"] / epochs[0]["steps"], abs=0.006)
     assert floor_ms + inflation + wait + other == pytest.approx(step, abs=0.02)
     assert transfer > 0 and copies >= 0 and negotiate >= 0  # np=2 recorded its allreduces

@@ -34,8 +34,10 @@ def variant(text: str) -> tuple:
         tokens = shlex.split(rest)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"cannot split {text!r}: {e}") from None
-    if not sep or not name.strip() or not tokens or name.strip() in (FLOOR, SOLO[0]):
+    if not sep or not name.strip() or not tokens:
         raise argparse.ArgumentTypeError(f"expected 'NAME: KEY=VALUE ... --train-flag ...', got {text!r}")
+    if name.strip() in (FLOOR, SOLO[0]):
+        raise argparse.ArgumentTypeError(f"{name.strip()!r} names one of the benchmark's own rows: choose another")
     flags_from = next((i for i, t in enumerate(tokens) if t.startswith("-")), len(tokens))
     env = dict(t.split("=", 1) for t in tokens[:flags_from] if "=" in t)
     if len(env) != flags_from:

@@ -54,6 +54,8 @@ def test_a_variant_is_environment_then_training_flags():
     (["--variant", "no colon"], "argument --variant: expected 'NAME: KEY=VALUE ... --train-flag ...', got 'no colon'"),
     (["--variant", "x:"], "argument --variant: expected 'NAME: KEY=VALUE ... --train-flag ...', got 'x:'"),
     (["--variant", "x: A"], "argument --variant: environment settings must be KEY=VALUE before any flag, got 'x: A'"),
+    (["--variant", "np=1 horovod: A=1"],
+     "argument --variant: 'np=1 horovod' names one of the benchmark's own rows: choose another"),
 ])
 def test_bad_flags_are_one_line(args, message):
     proc = subprocess.run(python_module("hvd_mlp.bench", "efficiency", *args), capture_output=True, text=True,

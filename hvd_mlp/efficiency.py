@@ -5,8 +5,9 @@
 
 Each repeat runs, batch by batch, the floor (np=1, --threads 1, the same batch and data), the floor again with every
 step through Horovod's allreduce path ("np=1 horovod": what Horovod's own work costs with no peer to wait for and a
-spare core for its background thread) and then np=N under horovodrun, so that machine noise hits all of them alike; with --variant, each np=N run is followed by the same run
-with the variant's environment and training flags (a lever measured against the defaults in the same repeat).
+spare core for its background thread) and then np=N under horovodrun, so that machine noise hits all of them alike;
+with --variant, each np=N run is followed by the same run with the variant's environment and training flags (a
+lever measured against the defaults in the same repeat).
 Efficiency = np=N samples/s / (N x the floor's samples/s of the same repeat). A step of np=N splits into the
 floor's compute, the compute inflation over it, the wait in synchronize() and the loop's other work (they add up to
 the step time); the timeline's negotiation, fusion copies and transfer are what the wait and the op are made of.
@@ -76,7 +77,7 @@ def measure(args) -> list:
     common = ["--dataset", "synthetic", "--synthetic-size", args.samples, "--epochs", args.epochs,
               "--log-every", 0, "--checkpoint-every", 0, "--timeline-mode", "window",
               "--timeline-steps", args.timeline_steps]
-    configs = [SOLO]  # (name, np, environment, training flags): each np=N, then its variants
+    configs = [SOLO]  # (name, np, environment, training flags): the floor through Horovod, each np=N, its variants
     for n in args.np:
         configs += [(f"np={n}", n, {}, []), *((f"np={n} {v}", n, env, flags) for v, env, flags in args.variant)]
     rows = []

@@ -103,11 +103,13 @@ def test_shaped_1g_link_across_two_hosts_under_horovodrun(tmp_path):
             measured[variant] = {**links.measure(run_dir), "sent_bytes": sent}
     plain, fp16 = measured["plain"], measured["fp16"]
     assert plain["world"] == 2 and plain["tensor_bytes"] == 4 * PARAMETERS
-    # the link sets the pace (a floor far below it: a busy machine stretches transfers too)
-    assert 0.2e9 < plain["transfer_bps"] < 1e9 and 0 < plain["epoch_bps"] < 1e9, plain
-    # a transfer may beat the rate by the token bucket's burst, let out at once after the step's compute
-    burst = netns.burst_bytes(1e9)
-    assert 0 < fp16["transfer_bps"] < 1e9 * fp16["wire_bytes"] / (fp16["wire_bytes"] - burst), fp16
+    # the link sets the pace: a transfer may beat the rate only by the token bucket's burst, let out at once after
+    # the step's compute (CI once measured 1.0001 Gbit/s); the floor lies far below it: a busy machine stretches
+    # transfers too
+    def ceiling(row):
+        return 1e9 * row["wire_bytes"] / (row["wire_bytes"] - netns.burst_bytes(1e9))
+    assert 0.2e9 < plain["transfer_bps"] < ceiling(plain) and 0 < plain["epoch_bps"] < ceiling(plain), plain
+    assert 0 < fp16["transfer_bps"] < ceiling(fp16), fp16
     assert fp16["tensor_bytes"] / plain["tensor_bytes"] == pytest.approx(0.5, abs=0.01)
     # on the wire: the run's every byte (2 epochs x 10 steps, the start's broadcasts, ssh): about half
     assert 0.45 < fp16["sent_bytes"] / plain["sent_bytes"] < 0.65, (fp16["sent_bytes"], plain["sent_bytes"])

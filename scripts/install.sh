@@ -254,7 +254,7 @@ fi
 # ---------------------------------------------------------------- 5. Horovod, patched, wheel cached
 STEP="horovod"
 FLAVOUR=$([ $GPU -eq 1 ] && echo nccl || echo cpu)$([ $MPI -eq 0 ] && echo -nompi || true)
-PATCHES=p7  # bump when the patches below change: the cache key must name what was built
+PATCHES=p8  # bump when the patches below change: the cache key must name what was built
 WHEEL_DIR=$CACHE/wheels/horovod-$HOROVOD_VERSION-torch-${TORCH_VERSION//+/_}-$PY_TAG-$FLAVOUR-$PATCHES
 MARKER=$VENV/.hvd_mlp-horovod-wheel  # which cached wheel this venv holds
 installed_horovod() { "$PY" -c 'import horovod.torch' 2>/dev/null && [ "$(cat "$MARKER" 2>/dev/null)" = "$WHEEL_DIR" ]; }

@@ -1,0 +1,21 @@
+"""Run under horovodrun, np=2: the CPU time rank 0 burns while it has nothing to do, in its two ways of waiting.
+
+wait: rank 0 in synchronize() for 1 s while rank 1 sleeps before its allreduce; idle: 1 s with nothing queued.
+Prints one line per rank (process CPU time of every thread, seconds)."""
+import time
+
+import horovod.torch as hvd
+import torch
+
+hvd.init()
+hvd.allreduce(torch.ones(1), name="warm")  # the first negotiation, and the controllers set up, before measuring
+if hvd.rank() == 1:
+    time.sleep(1.0)
+cpu = time.process_time()
+hvd.synchronize(hvd.allreduce_async(torch.ones(1000), op=hvd.Sum, name="late"))
+wait_cpu = time.process_time() - cpu
+cpu = time.process_time()
+time.sleep(1.0)
+idle_cpu = time.process_time() - cpu
+print(f"WAITING rank={hvd.rank()} wait_cpu={wait_cpu:.3f} idle_cpu={idle_cpu:.3f}", flush=True)
+hvd.shutdown()

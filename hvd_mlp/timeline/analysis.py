@@ -5,6 +5,7 @@ nest NEGOTIATE_* -> op (ALLREDUCE, ...) -> activities (QUEUE, MEMCPY_*, MPI_/GLO
 show the same activity at the same moment, so every class is measured as the union of its spans across tensors.
 """
 import collections
+import functools
 import math
 import time
 
@@ -96,10 +97,11 @@ class Analysis:
         if target is None:
             kind = classify(name, depth)
             counted = (kind, "comm") if kind in ("op", "negotiate") else (kind,) if kind != "other" else ()
-            target = self.targets[(name, depth)] = (kind, [self.unions[k] for k in counted])
-        kind, unions = target
-        for union in unions:
-            union.add(start, end)
+            target = self.targets[(name, depth)] = (kind, [self.unions[k].pending for k in counted])
+        kind, pendings = target
+        if end > start:  # IntervalUnion.add, inline: millions of spans
+            for pending in pendings:
+                pending.append((start, end))
         self.spans += 1
         if self.spans % FLUSH_EVERY == 0:  # keep memory bounded: fold what no later span can overlap
             oldest = min((s[0][1] for s in self.stacks.values() if s), default=end)
@@ -205,8 +207,13 @@ def transfers(path: str) -> list:
 def tensor_bytes(args) -> int:
     if not args or "shape" not in args:
         return 0
-    dims = [int(d) for d in str(args["shape"]).strip("[]()").replace(" ", "").split(",") if d]
-    dtype = str(args.get("dtype", "float32")).lower().removeprefix("horovod_")  # Horovod writes HOROVOD_FLOAT32
+    return _bytes_of(str(args["shape"]), str(args.get("dtype", "float32")))
+
+
+@functools.lru_cache(maxsize=4096)  # a run has a few tensor shapes, seen millions of times
+def _bytes_of(shape: str, dtype: str) -> int:
+    dims = [int(d) for d in shape.strip("[]()").replace(" ", "").split(",") if d]
+    dtype = dtype.lower().removeprefix("horovod_")  # Horovod writes HOROVOD_FLOAT32
     return math.prod(dims) * DTYPE_BYTES.get(dtype, 4)
 
 

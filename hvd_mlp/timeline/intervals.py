@@ -15,7 +15,7 @@ class IntervalUnion:
         self.per_bucket = {}
         self.clips = list(clips)  # [(start, end)] sorted by start, non-overlapping (epochs)
         self.starts = [c[0] for c in self.clips]
-        self.pending = []
+        self.pending = []  # [(start, end)] not folded yet: add() appends here (hot loops may append themselves)
         self.total = 0.0
         self.per_clip = [0.0] * len(self.clips)
 
@@ -58,7 +58,7 @@ class IntervalUnion:
             for start, end in keep[:-1]:
                 self._fold(start, end)
             keep = keep[-1:]
-        self.pending = keep
+        self.pending[:] = keep  # the same list: a caller may hold it
 
     def close(self):
         """(total length, [length inside each clip])."""

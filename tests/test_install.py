@@ -39,9 +39,9 @@ def test_horovod_carries_the_elastic_patches():
 
 
 def test_horovod_waits_without_spinning(controller):
-    """Patch 7 (docs/install.md): a rank waiting in synchronize() for a late peer, and one with nothing queued, burn
-    (almost) no CPU; HOROVOD_IDLE_WAIT=0 HOROVOD_BLOCKING_WAIT=0 bring back the stock spinning, measured beside it.
-    (Under MPI the background thread still spins inside Open MPI's negotiation while the peer is late: ~1 s both ways.)"""
+    """Patch 7 (docs/install.md): a thread waiting in synchronize() for a late peer, and ranks with nothing queued,
+    burn (almost) no CPU; HOROVOD_IDLE_WAIT=0 HOROVOD_BLOCKING_WAIT=0 bring back the stock spinning, measured beside
+    it. (The waiting thread's own CPU time: meanwhile Horovod's background thread may spin inside Open MPI.)"""
     script = os.path.join(os.path.dirname(__file__), "dist_waiting.py")
     cpu = {}
     for name, env in (("patched", {}), ("stock", {"HOROVOD_IDLE_WAIT": "0", "HOROVOD_BLOCKING_WAIT": "0"})):
@@ -52,7 +52,7 @@ def test_horovod_waits_without_spinning(controller):
         ranks = {int(r): (float(w), float(i)) for r, w, i in found}
         cpu[name] = {"wait": ranks[0][0], "idle": ranks[0][1] + ranks[1][1]}
     patched, stock = cpu["patched"], cpu["stock"]
-    assert patched["wait"] < stock["wait"] - 0.3, cpu  # stock: a yield() loop for the whole second
+    assert patched["wait"] < 0.1 < 0.5 < stock["wait"], cpu  # stock: a yield() loop for the whole second
     assert patched["idle"] < 0.1 and patched["idle"] < stock["idle"] / 2, cpu  # stock: a negotiation every cycle
 
 
